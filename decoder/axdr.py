@@ -1,0 +1,148 @@
+"""A small, fast A-XDR decoder for the COSEM data types a push carries.
+
+Sans-IO and table-free: ``parse_data(buf, pos)`` returns ``(value, next_pos)``.
+Python types out:
+
+    null-data            None
+    array / structure    list (array) / Structure (a list subclass)
+    boolean              bool
+    bit-string           BitString (str of '0'/'1')
+    integers, enum, bcd  int
+    octet-string         bytes (date-time values included: see decoder.cosem_time)
+    visible/utf8-string  str
+    float32/64           float
+    date-time/date/time  bytes of the fixed-length encoding, wrapped in DateTimeBytes etc.
+
+Anything it does not know (compact-array, deprecated types) raises
+UnsupportedError, and the caller falls back to gurux-dlms
+(decoder.gurux_adapter), which the differential tests hold this module to.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any, Final
+
+from meterpipe.common.errors import TruncatedError, UnsupportedError
+
+MAX_DEPTH: Final = 32  # pushes nest 2-4 levels; deeper input is refused, never recursed into
+
+
+class Structure(list[Any]):
+    """An A-XDR structure (a list of heterogeneous members)."""
+
+    __slots__ = ()
+
+
+class BitString(str):
+    """An A-XDR bit-string, as text of '0' and '1' (most significant bit first)."""
+
+    __slots__ = ()
+
+
+class DateTimeBytes(bytes):
+    """The 12 bytes of a typed date-time (tag 0x19)."""
+
+
+class DateBytes(bytes):
+    """The 5 bytes of a typed date (tag 0x1A)."""
+
+
+class TimeBytes(bytes):
+    """The 4 bytes of a typed time (tag 0x1B)."""
+
+
+_FIXED: Final = {
+    0x05: struct.Struct(">i"),
+    0x06: struct.Struct(">I"),
+    0x0F: struct.Struct(">b"),
+    0x10: struct.Struct(">h"),
+    0x11: struct.Struct(">B"),
+    0x12: struct.Struct(">H"),
+    0x14: struct.Struct(">q"),
+    0x15: struct.Struct(">Q"),
+    0x16: struct.Struct(">B"),
+    0x17: struct.Struct(">f"),
+    0x18: struct.Struct(">d"),
+}
+_FIXED_BYTES: Final = {0x19: (12, DateTimeBytes), 0x1A: (5, DateBytes), 0x1B: (4, TimeBytes)}
+
+
+def _length(buf: bytes, pos: int) -> tuple[int, int]:
+    if pos >= len(buf):
+        raise TruncatedError("A-XDR length missing", data=buf)
+    first = buf[pos]
+    if first < 0x80:
+        return first, pos + 1
+    count = first & 0x7F
+    if count == 0 or count > 4 or pos + 1 + count > len(buf):
+        raise TruncatedError("A-XDR length field cut short or oversized", data=buf)
+    return int.from_bytes(buf[pos + 1 : pos + 1 + count], "big"), pos + 1 + count
+
+
+def parse_data(buf: bytes, pos: int = 0, depth: int = 0) -> tuple[Any, int]:
+    """Decode one A-XDR ``Data`` value at ``buf[pos]``."""
+    if pos >= len(buf):
+        raise TruncatedError("A-XDR value missing", data=buf)
+    tag = buf[pos]
+    pos += 1
+    fixed = _FIXED.get(tag)
+    if fixed is not None:
+        end = pos + fixed.size
+        if end > len(buf):
+            raise TruncatedError(f"A-XDR value of type {tag} cut short", data=buf)
+        return fixed.unpack_from(buf, pos)[0], end
+    if tag == 0x01 or tag == 0x02:
+        if depth >= MAX_DEPTH:
+            raise UnsupportedError(f"A-XDR nesting deeper than {MAX_DEPTH} levels", data=buf)
+        count, pos = _length(buf, pos)
+        if count > len(buf) - pos:  # each member takes at least one byte
+            raise TruncatedError(f"A-XDR {'array' if tag == 1 else 'structure'} of {count} members cut short", data=buf)
+        items: list[Any] = Structure() if tag == 0x02 else []
+        append = items.append
+        for _ in range(count):
+            value, pos = parse_data(buf, pos, depth + 1)
+            append(value)
+        return items, pos
+    if tag == 0x09 or tag == 0x0A or tag == 0x0C:
+        size, pos = _length(buf, pos)
+        end = pos + size
+        if end > len(buf):
+            raise TruncatedError("A-XDR string cut short", data=buf)
+        raw = buf[pos:end]
+        if tag == 0x09:
+            return bytes(raw), end
+        return raw.decode("utf-8" if tag == 0x0C else "latin-1"), end
+    if tag == 0x00:
+        return None, pos
+    if tag == 0x03:
+        if pos >= len(buf):
+            raise TruncatedError("A-XDR boolean cut short", data=buf)
+        return buf[pos] != 0, pos + 1
+    if tag == 0x0D:
+        if pos >= len(buf):
+            raise TruncatedError("A-XDR bcd cut short", data=buf)
+        return buf[pos], pos + 1
+    if tag == 0x04:
+        bits, pos = _length(buf, pos)
+        end = pos + (bits + 7) // 8
+        if end > len(buf):
+            raise TruncatedError("A-XDR bit-string cut short", data=buf)
+        text = "".join(f"{b:08b}" for b in buf[pos:end])[:bits]
+        return BitString(text), end
+    fixed_bytes = _FIXED_BYTES.get(tag)
+    if fixed_bytes is not None:
+        size, cls = fixed_bytes
+        end = pos + size
+        if end > len(buf):
+            raise TruncatedError("A-XDR date/time cut short", data=buf)
+        return cls(buf[pos:end]), end
+    raise UnsupportedError(f"A-XDR data type 0x{tag:02x} is not supported by the fast path", data=buf)
+
+
+def parse_all(buf: bytes, pos: int = 0) -> Any:
+    """Decode exactly one value that must fill ``buf[pos:]``."""
+    value, end = parse_data(buf, pos)
+    if end != len(buf):
+        raise TruncatedError(f"{len(buf) - end} bytes after the notification body", data=buf[end:])
+    return value
