@@ -1,0 +1,266 @@
+"""CSV files: one file per meter per UTC day, one row per push.
+
+Layout: ``<directory>/<meter>/<YYYY-MM-DD>.csv`` with the header
+``time,meter_id,<name> [<unit>],...`` and one row per push.
+
+* ``time`` is the push's *receive* time (the decoder's ``received_ns``) in
+  ISO-8601 UTC with milliseconds (``2024-05-01T12:00:00.123Z``); the day of the
+  file is the UTC day of that time. The receive time is used rather than the
+  meter's clock because many meters send none, and it is monotonic per host.
+* Values are the exact decimal text (``230.1``, never ``230.10000000000002``).
+* Each row is written with one ``write()`` to a file opened ``O_APPEND``, so a
+  process crash (even SIGKILL) never leaves half a line: the kernel has the
+  whole line or none of it. There is no fsync per row (it would wear SD cards
+  at one push per second); after a power loss the last seconds may be missing
+  or, rarely, a tail torn; the next start truncates a torn tail and logs it.
+* When the set of readings changes during a day (a firmware update, a new
+  push list), the columns of the existing file are left alone and the rows go
+  to a new file ``<YYYY-MM-DD>.<n>.csv`` (n = 1, 2, ...) with the new header:
+  every file has one consistent header, which is what a spreadsheet expects.
+  On restart, the newest file of the day is appended to when its header
+  matches, else the next ``.<n>`` is started.
+* A directory that cannot be written is logged once; rows are counted as lost
+  and writing is retried with each new push (never a crash).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from meterpipe.common.schema import ReadingsMessage, Status, check_meter_name
+
+log = logging.getLogger(__name__)
+
+_DAY_FILE = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:\.(\d+))?\.csv$")
+RETENTION_EVERY_S = 3600.0
+
+
+def header_of(msg: ReadingsMessage) -> list[str]:
+    cols = ["time", "meter_id"]
+    for r in msg.push.readings:
+        cols.append(f"{r.name} [{r.unit}]" if r.unit else r.name)
+    return cols
+
+
+def row_of(msg: ReadingsMessage) -> list[str]:
+    t = datetime.fromtimestamp(msg.received_ns / 1e9, UTC)
+    stamp = t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+    return [stamp, msg.push.meter_id or ""] + [r.text() for r in msg.push.readings]
+
+
+def csv_line(fields: list[str]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(fields)
+    return buf.getvalue()
+
+
+def utc_day(received_ns: int) -> date:
+    return datetime.fromtimestamp(received_ns / 1e9, UTC).date()
+
+
+def repair_tail(path: Path) -> int:
+    """Truncate an incomplete last line; return the bytes removed (0 if none)."""
+    size = path.stat().st_size
+    if size == 0:
+        return 0
+    with path.open("rb+") as f:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) == b"\n":
+            return 0
+        # look back for the last newline
+        pos = size
+        keep = 0
+        while pos > 0:
+            step = min(4096, pos)
+            pos -= step
+            f.seek(pos)
+            chunk = f.read(step)
+            i = chunk.rfind(b"\n")
+            if i >= 0:
+                keep = pos + i + 1
+                break
+        f.truncate(keep)
+    return size - keep
+
+
+def read_header(path: Path) -> list[str] | None:
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            line = f.readline()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not line.endswith("\n"):
+        return None
+    return next(csv.reader([line]), None)
+
+
+@dataclass(slots=True)
+class _Open:
+    day: date
+    header: list[str]
+    path: Path
+    fd: int
+
+
+class CsvStore:
+    """Writes rows for all meters; owns one open file per meter."""
+
+    def __init__(self, directory: Path, retention_days: int | None = None) -> None:
+        self.directory = directory
+        self.retention_days = retention_days
+        self.rows_written = 0
+        self.rows_lost = 0
+        self.files_deleted = 0
+        self._open: dict[str, _Open] = {}
+        self._failing = False
+        self._next_retention = 0.0
+
+    # --- writing ---------------------------------------------------------------
+
+    def write(self, msg: ReadingsMessage) -> bool:
+        """Append one row; False (and counted) when it could not be written."""
+        meter = check_meter_name(msg.meter)
+        try:
+            fd = self._fd_for(meter, utc_day(msg.received_ns), header_of(msg))
+            _write_all(fd, csv_line(row_of(msg)).encode("utf-8"))
+        except OSError as exc:
+            self.rows_lost += 1
+            self._drop(meter)
+            if not self._failing:
+                self._failing = True
+                log.error("cannot write CSV under %s: %s; rows are counted as lost and writing is "
+                          "retried with every push", self.directory, exc)
+            return False
+        if self._failing:
+            self._failing = False
+            log.warning("writing CSV under %s again (%s row(s) lost meanwhile)", self.directory, self.rows_lost)
+        self.rows_written += 1
+        return True
+
+    def _fd_for(self, meter: str, day: date, header: list[str]) -> int:
+        cur = self._open.get(meter)
+        if cur is not None and cur.day == day and cur.header == header:
+            return cur.fd
+        if cur is not None:
+            self._drop(meter)
+            if cur.day == day:
+                log.info("meter %s: the set of readings changed; new columns go to a new file", meter)
+        path, need_header = self._choose_file(meter, day, header)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            if need_header:
+                _write_all(fd, csv_line(header).encode("utf-8"))
+        except OSError:
+            os.close(fd)
+            raise
+        self._open[meter] = _Open(day, header, path, fd)
+        log.info("meter %s: writing %s", meter, path)
+        return fd
+
+    def _choose_file(self, meter: str, day: date, header: list[str]) -> tuple[Path, bool]:
+        folder = self.directory / meter
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = day.isoformat()
+        n = 0
+        while (folder / _name(stem, n + 1)).exists():
+            n += 1
+        newest = folder / _name(stem, n)
+        if not newest.exists():
+            return newest, True
+        removed = repair_tail(newest)
+        if removed:
+            log.warning("%s ended in a torn line: truncated %s byte(s)", newest, removed)
+        existing = read_header(newest)
+        if existing is None:  # empty (or unreadable header): start it afresh
+            if newest.stat().st_size == 0:
+                return newest, True
+        elif existing == header:
+            return newest, False
+        return folder / _name(stem, n + 1), True
+
+    def _drop(self, meter: str) -> None:
+        cur = self._open.pop(meter, None)
+        if cur is not None:
+            try:
+                os.close(cur.fd)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        for meter in list(self._open):
+            self._drop(meter)
+
+    # --- retention -------------------------------------------------------------
+
+    def expire(self, today: date) -> int:
+        """Delete day files older than ``retention_days`` before ``today``."""
+        if not self.retention_days or self.retention_days <= 0:
+            return 0
+        cutoff = today - timedelta(days=self.retention_days)
+        deleted = 0
+        try:
+            meters = [p for p in self.directory.iterdir() if p.is_dir()]
+        except OSError:
+            return 0
+        for folder in meters:
+            try:
+                files = list(folder.iterdir())
+            except OSError:
+                continue
+            for f in files:
+                m = _DAY_FILE.match(f.name)
+                if not m:
+                    continue
+                try:
+                    day = date.fromisoformat(m.group(1))
+                except ValueError:
+                    continue
+                if day < cutoff:
+                    try:
+                        f.unlink()
+                        deleted += 1
+                        log.info("retention: deleted %s", f)
+                    except OSError as exc:
+                        log.warning("retention: cannot delete %s: %s", f, exc)
+        self.files_deleted += deleted
+        return deleted
+
+
+def _name(stem: str, n: int) -> str:
+    return f"{stem}.csv" if n == 0 else f"{stem}.{n}.csv"
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+class CsvHandler:
+    """Subscriber handler: readings to rows, retention once an hour."""
+
+    def __init__(self, store: CsvStore) -> None:
+        self.store = store
+        self._next_retention = 0.0
+
+    def on_readings(self, msg: ReadingsMessage) -> None:
+        self.store.write(msg)
+
+    def on_status(self, status: Status) -> None:
+        pass
+
+    def tick(self, now: float) -> None:
+        if now >= self._next_retention:
+            self._next_retention = now + RETENTION_EVERY_S
+            self.store.expire(datetime.fromtimestamp(now, UTC).date())
+
+    def poll_fds(self) -> list[int]:
+        return []

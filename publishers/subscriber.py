@@ -1,0 +1,247 @@
+"""The shared SUB loop of every publisher process.
+
+Each publisher (CSV, journal, MQTT) is its own process: it CONNECTs a SUB socket
+to the decoder's readings endpoint, subscribes to ``reading/`` and ``status/``,
+decodes every message with :mod:`meterpipe.common.schema` and hands it to a
+:class:`Handler`.
+
+ZeroMQ PUB/SUB semantics matter here: the decoder's PUB socket *drops* messages
+for a subscriber that is not connected yet (late joiner) or whose queue is full
+(slow subscriber). Nothing is retried. A publisher must therefore keep up: do
+the slow work (a broker outage, a full disk) off the receive path, e.g. into the
+MQTT spool, and keep receiving. RCVHWM is set high (100 000 messages) so a short
+stall is absorbed by the queue; the per-meter ``seq`` lets us see and count what
+was lost anyway.
+
+The loop polls with a timeout (<= 200 ms) so that a SIGTERM handler which only
+sets a flag is seen promptly, and calls ``handler.tick(now)`` after every poll
+for periodic work (flush, retention, MQTT network I/O and reconnect).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Protocol
+
+import zmq
+
+from meterpipe.common.config import Config
+from meterpipe.common.errors import ConfigError, SchemaError
+from meterpipe.common.schema import (
+    READING_TOPIC,
+    STATUS_TOPIC,
+    ReadingsMessage,
+    Status,
+    decode_readings,
+    decode_status,
+    meter_of_topic,
+)
+
+log = logging.getLogger(__name__)
+
+RCVHWM = 100_000
+POLL_MS = 200
+
+
+class Handler(Protocol):
+    """What a publisher implements; every method is called from the loop thread."""
+
+    def on_readings(self, msg: ReadingsMessage) -> None: ...
+
+    def on_status(self, status: Status) -> None: ...
+
+    def tick(self, now: float) -> None:
+        """Periodic work; called after every poll (so at least every 200 ms)."""
+
+    def poll_fds(self) -> Sequence[int]:
+        """Extra file descriptors whose readability should wake the loop (may be empty)."""
+
+
+@dataclass(slots=True)
+class SubscriberStats:
+    received: int = 0
+    schema_errors: int = 0
+    gaps: int = 0  # number of jumps in seq
+    missing: int = 0  # pushes lost in those jumps
+    restarts: int = 0  # decoder restarts seen (seq back to 1)
+
+
+@dataclass(slots=True)
+class SeqTracker:
+    """Per-meter gap detection on ReadingsMessage.seq (the decoder's push counter)."""
+
+    stats: SubscriberStats
+    last: dict[str, int] = field(default_factory=dict)
+
+    def observe(self, meter: str, seq: int) -> int:
+        """Record ``seq`` of ``meter``; return the number of pushes missed before it."""
+        prev = self.last.get(meter)
+        self.last[meter] = seq
+        if prev is None:
+            return 0
+        if seq == 1 and prev != 0:
+            self.stats.restarts += 1
+            log.info("meter %s: decoder restarted (seq back to 1 after %s)", meter, prev)
+            return 0
+        missing = seq - prev - 1
+        if missing > 0:
+            self.stats.gaps += 1
+            self.stats.missing += missing
+            log.warning(
+                "meter %s: %s push(es) lost between seq %s and %s (subscriber too slow or "
+                "reconnected); %s lost so far", meter, missing, prev, seq, self.stats.missing,
+            )
+            return missing
+        if missing < 0:
+            log.info("meter %s: seq went back from %s to %s", meter, prev, seq)
+        return 0
+
+
+def dispatch(topic: bytes, payload: bytes, handler: Handler, tracker: SeqTracker) -> None:
+    """Decode one multipart message and hand it over; schema errors are counted and logged."""
+    stats = tracker.stats
+    try:
+        if topic.startswith(READING_TOPIC):
+            msg = decode_readings(payload)
+            topic_meter = meter_of_topic(topic)
+            if topic_meter != msg.meter:
+                raise SchemaError(f"topic meter {topic_meter!r} differs from message meter {msg.meter!r}")
+            stats.received += 1
+            tracker.observe(msg.meter, msg.seq)
+            handler.on_readings(msg)
+        elif topic.startswith(STATUS_TOPIC):
+            handler.on_status(decode_status(payload))
+        else:
+            raise SchemaError(f"unexpected topic {topic[:80]!r}")
+    except SchemaError as exc:
+        stats.schema_errors += 1
+        log.warning("dropped a message that does not match the wire schema (%s so far): %s",
+                    stats.schema_errors, exc)
+
+
+def run_subscriber(
+    endpoint: str,
+    handler: Handler,
+    stop: Callable[[], bool],
+    *,
+    ctx: zmq.Context[zmq.Socket[bytes]] | None = None,
+    poll_ms: int = POLL_MS,
+) -> SubscriberStats:
+    """Receive from ``endpoint`` until ``stop()`` is true; return the counters."""
+    context = ctx if ctx is not None else zmq.Context.instance()
+    sock: zmq.Socket[bytes] = context.socket(zmq.SUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVHWM, RCVHWM)
+    sock.setsockopt(zmq.SUBSCRIBE, READING_TOPIC)
+    sock.setsockopt(zmq.SUBSCRIBE, STATUS_TOPIC)
+    stats = SubscriberStats()
+    tracker = SeqTracker(stats)
+    try:
+        sock.connect(endpoint)
+        log.info("subscribed to %s", endpoint)
+        while not stop():
+            poller = zmq.Poller()
+            poller.register(sock, zmq.POLLIN)
+            for fd in handler.poll_fds():
+                poller.register(fd, zmq.POLLIN)
+            events = dict(poller.poll(poll_ms))
+            if sock in events:
+                # drain what is queued, but give tick() a turn now and then
+                for _ in range(1000):
+                    try:
+                        parts = sock.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    if len(parts) != 2:
+                        stats.schema_errors += 1
+                        log.warning("dropped a message of %s parts (expected [topic, payload])", len(parts))
+                        continue
+                    dispatch(parts[0], parts[1], handler, tracker)
+            handler.tick(time.time())
+    finally:
+        sock.close(linger=0)
+    return stats
+
+
+# --- process scaffolding shared by the publisher main()s ------------------------
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT; the handler only sets the flag."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    def __call__(self) -> bool:
+        return self.stopped
+
+    def set(self, signum: int = 0, frame: FrameType | None = None) -> None:
+        self.stopped = True
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self.set)
+        signal.signal(signal.SIGINT, self.set)
+
+
+def parse_args(prog: str, description: str, argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--config", metavar="FILE", default=None,
+                        help="TOML config (default: $METERPIPE_CONFIG, else ./meterpipe.toml)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser.parse_args(argv)
+
+
+def run_publisher(
+    prog: str,
+    description: str,
+    argv: Sequence[str] | None,
+    section: str,
+    build: Callable[[Config], tuple[Handler, Callable[[], None]]],
+) -> int:
+    """The common main(): args, logging, config, enabled check, SUB loop until SIGTERM.
+
+    ``build(config)`` returns the handler and a close function. Exit codes: 0 on
+    SIGTERM/SIGINT and when the publisher is disabled in the config (supervisord
+    needs ``startsecs=0`` and ``exitcodes=0`` so that a disabled publisher's quick
+    exit is not an error), 2 on a config error (from load_or_exit).
+    """
+    from meterpipe.common.logs import setup_logging
+    from meterpipe.common.startup import load_or_exit
+
+    args = parse_args(prog, description, argv)
+    setup_logging(args.verbose, name=prog.removeprefix("meterpipe-"))
+    config = load_or_exit(args.config)
+    stop = StopFlag()
+    stop.install()
+    return serve(config, prog, section, build, stop)
+
+
+def serve(
+    config: Config,
+    prog: str,
+    section: str,
+    build: Callable[[Config], tuple[Handler, Callable[[], None]]],
+    stop: Callable[[], bool],
+) -> int:
+    """Run one publisher on an already loaded config until ``stop()``; the exit code."""
+    if not getattr(config.publishers, section).enabled:
+        log.info("%s: publisher disabled in config (publishers.%s.enabled = false)", prog, section)
+        return 0
+    try:
+        handler, close = build(config)
+    except ConfigError as exc:
+        log.error("%s: config error: %s", prog, exc)
+        return 2
+    try:
+        stats = run_subscriber(config.endpoints.readings, handler, stop)
+    finally:
+        close()
+    log.info("%s: stopping; %s push(es) received, %s lost (seq gaps), %s schema error(s)",
+             prog, stats.received, stats.missing, stats.schema_errors)
+    return 0
