@@ -1,0 +1,118 @@
+"""The decoder process loop: PULL frames, decode per meter, PUB readings and status.
+
+Sockets are created by the caller (decoder.main) and injected, so tests can use
+inproc:// endpoints. Nothing a meter or a reader sends stops the loop: bad
+messages and rejected frames are counted, logged (summarised), and reported on
+``status/<meter>``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+
+import zmq
+
+from meterpipe.common.config import MeterConfig
+from meterpipe.common.errors import MeterpipeError, SchemaError
+from meterpipe.common.schema import (
+    Push,
+    ReadingsMessage,
+    decode_frame,
+    encode_readings,
+    encode_status,
+    reading_topic,
+    status_topic,
+)
+from meterpipe.decoder.session import MeterDecoder
+from meterpipe.decoder.status import MeterStatus
+
+log = logging.getLogger(__name__)
+
+POLL_MS = 200
+
+
+class DecoderService:
+    def __init__(
+        self,
+        meters: Iterable[MeterConfig],
+        pull: zmq.Socket[bytes],
+        pub: zmq.Socket[bytes],
+        *,
+        clock: Callable[[], int] = time.time_ns,
+        status_interval_ns: int = 10_000_000_000,
+    ) -> None:
+        self._pull = pull
+        self._pub = pub
+        self._clock = clock
+        self._decoders: dict[str, MeterDecoder] = {}
+        self._status: dict[str, MeterStatus] = {}
+        self._seq: dict[str, int] = {}
+        self._logged_kinds: set[tuple[str, str]] = set()
+        self._unknown: set[str] = set()
+        self.bad_messages = 0
+        for m in meters:
+            self._decoders[m.name] = MeterDecoder(m.name, key=m.key, auth_key=m.auth_key, link=m.link, model=m.model)
+            self._status[m.name] = MeterStatus(
+                m.name,
+                push_interval_ns=int(m.push_interval * 1e9),
+                interval_ns=status_interval_ns,
+            )
+            self._seq[m.name] = 0
+
+    def run(self, stop: Callable[[], bool]) -> None:
+        poller = zmq.Poller()
+        poller.register(self._pull, zmq.POLLIN)
+        while not stop():
+            if poller.poll(POLL_MS):
+                # drain what is there without blocking, then look at the clock
+                for _ in range(1000):
+                    try:
+                        payload = self._pull.recv(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    self.handle(payload)
+            self.publish_status(self._clock())
+
+    def handle(self, payload: bytes) -> None:
+        try:
+            frame = decode_frame(payload)
+        except SchemaError as exc:
+            self.bad_messages += 1
+            if self.bad_messages == 1 or self.bad_messages % 1000 == 0:
+                log.warning("ignored %d message(s) that are not meterpipe frames: %s", self.bad_messages, exc)
+            return
+        decoder = self._decoders.get(frame.meter)
+        if decoder is None:
+            if frame.meter not in self._unknown:
+                self._unknown.add(frame.meter)
+                log.warning("frames from meter %r, which is not in the config: ignored", frame.meter)
+            return
+        status = self._status[frame.meter]
+        lost = status.frame(frame.seq, len(frame.data), frame.dropped, frame.received_ns)
+        if lost:
+            log.warning("meter %s: %d frame(s) lost between reader and decoder", frame.meter, lost)
+        for outcome in decoder.feed_frame(frame.data, frame.link, frame.received_ns):
+            if isinstance(outcome, Push):
+                self._seq[frame.meter] += 1
+                message = ReadingsMessage(frame.meter, self._seq[frame.meter], frame.received_ns, outcome, frame.seq)
+                self._pub.send_multipart([reading_topic(frame.meter), encode_readings(message)])
+                status.push(frame.received_ns)
+            else:
+                self._rejected(frame.meter, outcome, status)
+
+    def _rejected(self, meter: str, exc: MeterpipeError, status: MeterStatus) -> None:
+        status.error(exc)
+        key = (meter, exc.kind)
+        if key in self._logged_kinds:
+            log.debug("meter %s: %s: %s [%s]", meter, exc.kind, exc.message, exc.excerpt)
+        else:
+            self._logged_kinds.add(key)
+            log.warning("meter %s: %s: %s (further %s errors are counted on status/%s)", meter, exc.kind, exc.message, exc.kind, meter)
+
+    def publish_status(self, now_ns: int) -> None:
+        for meter, status in self._status.items():
+            message = status.due(now_ns)
+            if message is not None:
+                self._pub.send_multipart([status_topic(meter), encode_status(message)])
