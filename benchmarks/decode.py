@@ -209,6 +209,12 @@ class Result:
         mp, ref = self.mp, self.ref
         return mp / ref if mp is not None and ref else None
 
+    @property
+    def paired_ratio(self) -> float | None:
+        """Median of run-by-run ratios: each pair ran back to back, so drift cancels."""
+        pairs = [m / r for m, r in zip(self.mp_runs, self.ref_runs) if r]
+        return statistics.median(pairs) if pairs else None
+
     def line(self) -> str:
         mp = f"{self.mp:,.0f} pushes/s" if self.mp is not None else "n/a"
         ref = f"{self.ref:,.0f} pushes/s" if self.ref is not None else "n/a"
@@ -222,6 +228,7 @@ class Result:
             "id": self.case.cap_id, "label": self.case.label, "encrypted": self.case.encrypted,
             "meterpipe_pushes_per_s": _round(self.mp), "reference_pushes_per_s": _round(self.ref),
             "ratio": _round(self.ratio, 2),
+            "ratio_paired_median": _round(self.paired_ratio, 2),
             "meterpipe_runs": [round(r, 1) for r in self.mp_runs],
             "reference_runs": [round(r, 1) for r in self.ref_runs],
             **self.info,
@@ -325,8 +332,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for r in results:
             print(r.line())
         extra = measure(secondary, ref, sec2, args.runs, warmup)
-    except (BenchError, _reference.ReferenceSetupError) as exc:
+    except BenchError as exc:
         print(f"error: {exc}")
+        return 1
+    except _reference.ReferenceSetupError as exc:
+        print(f"error: {exc}\n(--no-reference measures meterpipe alone)")
         return 1
     finally:
         if ref is not None:
@@ -335,8 +345,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     mp = geomean([r.mp for r in results if r.mp is not None])
     rf = geomean([r.ref for r in results if r.ref is not None])
     ratio = mp / rf if mp is not None and rf is not None else None
+    mp_text = f"{mp:,.0f} pushes/s" if mp is not None else "n/a"
+    rf_text = f"{rf:,.0f} pushes/s" if rf is not None else "n/a"
     ratio_text = f"{ratio:.1f}x" if ratio is not None else "n/a"
-    print(f"geometric mean over {len(results)} encrypted pushes: ratio {ratio_text}")
+    print(f"geometric mean over {len(results)} encrypted pushes: "
+          f"meterpipe {mp_text}, reference {rf_text}, ratio {ratio_text}")
     if extra:
         print(f"unencrypted captures (runs of {sec2:g} s):")
         for r in extra:
