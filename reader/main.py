@@ -82,6 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sock = connect_frames_socket(ctx, config.endpoints.frames)
     try:
         ReaderService(meter, sock, open_port).run(stop)
+    except ConfigError as exc:  # pyserial refused the port settings themselves
+        print(error_line(exc), file=sys.stderr, flush=True)
+        return EXIT_CONFIG
     finally:
         # Frames the socket still holds get what is left of the stop budget, never more.
         left = CLOSE_BUDGET - (time.monotonic() - stop.at) if stop.requested else CLOSE_BUDGET

@@ -23,6 +23,7 @@ from typing import Final, Protocol
 import serial
 
 from meterpipe.common.config import MeterConfig
+from meterpipe.common.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +43,23 @@ class SerialLike(Protocol):
 
 
 def open_serial(meter: MeterConfig) -> SerialLike:
-    """Open the meter's port as configured (raises ``serial.SerialException``/``OSError``)."""
-    port: SerialLike = serial.serial_for_url(
-        meter.port,
-        baudrate=meter.baudrate,
-        parity=meter.parity,
-        bytesize=meter.bytesize,
-        stopbits=meter.stopbits,
-        timeout=READ_TIMEOUT,
-    )
+    """Open the meter's port as configured.
+
+    Raises ``serial.SerialException``/``OSError`` when the port is not there (worth
+    retrying), and ``ConfigError`` when pyserial refuses the settings themselves (an
+    unknown URL scheme, a baud rate the driver rejects): retrying cannot fix those.
+    """
+    try:
+        port: SerialLike = serial.serial_for_url(
+            meter.port,
+            baudrate=meter.baudrate,
+            parity=meter.parity,
+            bytesize=meter.bytesize,
+            stopbits=meter.stopbits,
+            timeout=READ_TIMEOUT,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"meters.{meter.name}.port", f"cannot use {meter.port!r}: {exc}") from exc
     return port
 
 
@@ -119,6 +128,7 @@ class PortKeeper:
         self._failed_tries = 0  # failed opens since the port was last open
         self._warned: str | None = None  # reason last logged at warning in this outage
         self._ever_open = False
+        self._proven = False  # the open port has delivered bytes
         self.opens = 0  # successful opens so far (a change means a fresh byte stream)
         self.losses = 0
 
@@ -138,10 +148,16 @@ class PortKeeper:
             return None
         assert self._port is not None
         try:
-            return self._port.read(min(READ_MAX, max(1, self._port.in_waiting)))
+            data = self._port.read(min(READ_MAX, max(1, self._port.in_waiting)))
         except (serial.SerialException, OSError) as exc:
             self._lost(describe_error(exc))
             return None
+        if data and not self._proven:
+            # Only a port that delivers bytes resets the backoff: one that opens and
+            # fails at once again and again is retried ever more slowly, not every 0.5 s.
+            self._proven = True
+            self._backoff.reset()
+        return data
 
     def close(self) -> None:
         if self._port is not None:
@@ -156,7 +172,6 @@ class PortKeeper:
         self.losses += 1
         self._failed_tries = 0
         self._warned = reason
-        self._backoff.reset()
         self._next_try = self._monotonic() + self._backoff.next_delay()
         log.warning("port %s lost: %s; retrying", self._label, reason)
 
@@ -166,7 +181,7 @@ class PortKeeper:
             return False
         try:
             self._port = self._open_port()
-        except (serial.SerialException, OSError, ValueError) as exc:
+        except (serial.SerialException, OSError) as exc:
             self._failed_tries += 1
             delay = self._backoff.next_delay()
             self._next_try = now + delay
@@ -188,5 +203,5 @@ class PortKeeper:
         self._ever_open = True
         self._failed_tries = 0
         self._warned = None
-        self._backoff.reset()
+        self._proven = False
         return True

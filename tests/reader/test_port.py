@@ -185,3 +185,23 @@ def test_missing_device_path(tmp_path: Path) -> None:
     with pytest.raises(serial.SerialException) as info:
         open_serial(meter)
     assert "plugged in" in describe_error(info.value)
+
+
+def test_port_that_fails_at_once_is_retried_ever_more_slowly() -> None:
+    clock = FakeClock()
+    flaky = [FakePort([serial.SerialException("read failed: [Errno 5] Input/output error")]) for _ in range(4)]
+    keeper = PortKeeper("/dev/ttyUSB0", Opener(list(flaky)), Backoff(jitter=0.0), clock)
+    delays = []
+    for _ in range(4):
+        clock.now += keeper.retry_in()
+        assert keeper.read() is None  # opens, then the first read fails
+        delays.append(keeper.retry_in())
+    assert delays == [0.5, 1, 2, 4]  # only a port that delivers bytes resets the backoff
+
+
+def test_settings_pyserial_refuses_are_a_config_error() -> None:
+    from meterpipe.common.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        open_serial(MeterConfig(name="house", port="nosuchscheme://meter"))
+    assert info.value.field == "meters.house.port"

@@ -423,17 +423,35 @@ def test_process_stops_on_sigterm_with_frames_queued(pty: Pty, tmp_path: Path) -
     assert code == 0
 
 
-def test_unknown_meter_exits_2_with_one_line(tmp_path: Path) -> None:
-    config = write_config(tmp_path, "/dev/ttyUSB0")
+def run_reader(tmp_path: Path, config: Path, meter: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "METERPIPE_CONFIG"}
-    result = subprocess.run(
-        [sys.executable, "-m", "meterpipe.reader.main", "--meter", "garage", "--config", str(config)],
+    return subprocess.run(
+        [sys.executable, "-m", "meterpipe.reader.main", "--meter", meter, "--config", str(config)],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=20,
     )
+
+
+def test_unknown_meter_exits_2_with_one_line(tmp_path: Path) -> None:
+    result = run_reader(tmp_path, write_config(tmp_path, "/dev/ttyUSB0"), "garage")
     assert result.returncode == 2
     out = (result.stdout + result.stderr).strip().splitlines()
     assert len(out) == 1, out
     assert "garage" in out[0] and "house" in out[0] and "--meter" in out[0]
+
+
+def test_port_url_pyserial_refuses_exits_2(tmp_path: Path) -> None:
+    result = run_reader(tmp_path, write_config(tmp_path, "nosuchscheme://meter"), "house")
+    assert result.returncode == 2
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == 1 and "meters.house.port" in errors[0], result.stderr
+
+
+def test_broken_config_exits_2(tmp_path: Path) -> None:
+    config = tmp_path / "meterpipe.toml"
+    config.write_text('[[meters]]\nname = "house"\n')  # no port
+    result = run_reader(tmp_path, config, "house")
+    assert result.returncode == 2
+    assert "port" in result.stderr
 
 
 @pytest.mark.corpus
