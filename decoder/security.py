@@ -151,9 +151,9 @@ def decrypt(c: Ciphered, key: bytes | None, auth_key: bytes | None) -> tuple[byt
                 plain = _gcm_open(key, _iv(c), aad, c.body, c.auth_tag)
             except InvalidTag as exc:
                 raise AuthError(
-                    "authentication tag check failed: the encryption key or the authentication "
-                    "key is wrong, or the data was altered on the way (GCM cannot tell which); "
-                    "check both keys"
+                    "authentication tag check failed: the encryption key (key) or the "
+                    "authentication key (auth_key) is wrong, or the data was altered on the way "
+                    "(GCM cannot tell which); check both keys"
                 ) from exc
         else:
             if key is None:
@@ -165,8 +165,9 @@ def decrypt(c: Ciphered, key: bytes | None, auth_key: bytes | None) -> tuple[byt
                 _gcm_open(key, _iv(c), aad + c.body, b"", c.auth_tag)
             except InvalidTag as exc:
                 raise AuthError(
-                    "authentication tag check failed: check the encryption and authentication "
-                    "keys (GCM cannot tell a wrong key from altered data)"
+                    "authentication tag check failed: check the encryption key (key) and the "
+                    "authentication key (auth_key) (GCM cannot tell which is wrong, nor a wrong "
+                    "key from altered data)"
                 ) from exc
             plain = c.body
         return plain, True
