@@ -43,14 +43,34 @@ LOGIN_REFUSED = ("MQTT broker refused the login (bad username or password): chec
 _LOGIN_CODES = frozenset({4, 5, 134, 135})  # 3.1.1 rc 4/5, MQTT 5 "bad user name or password"/"not authorized"
 
 
-def tls_context(cfg: MqttConfig) -> ssl.SSLContext | None:
+class TrackingContext(ssl.SSLContext):
+    """Remembers the last socket it wrapped: paho leaks it when the handshake fails."""
+
+    last: ssl.SSLSocket | None = None
+
+    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+        sock = super().wrap_socket(*args, **kwargs)
+        self.last = sock
+        return sock
+
+    def close_last(self) -> None:
+        sock, self.last = self.last, None
+        if sock is not None:
+            sock.close()
+
+
+def tls_context(cfg: MqttConfig) -> TrackingContext | None:
     """The TLS context for the broker connection (certificate checks on unless tls_insecure)."""
     if not cfg.tls:
         if cfg.ca_file or cfg.cert_file:
             log.warning("publishers.mqtt.ca_file/cert_file are set but tls = false: connecting without TLS")
         return None
     try:
-        ctx = ssl.create_default_context(cafile=str(cfg.ca_file) if cfg.ca_file else None)
+        ctx = TrackingContext(ssl.PROTOCOL_TLS_CLIENT)  # hostname check + CERT_REQUIRED
+        if cfg.ca_file:
+            ctx.load_verify_locations(cafile=str(cfg.ca_file))
+        else:
+            ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
         if cfg.cert_file:
             ctx.load_cert_chain(str(cfg.cert_file), str(cfg.key_file) if cfg.key_file else None)
     except (OSError, ssl.SSLError) as exc:
@@ -205,6 +225,8 @@ class MqttLink:
         try:
             client.connect(self.cfg.host, self.cfg.port, self.cfg.keepalive)
         except (OSError, ssl.SSLError) as exc:
+            if self.tls is not None:
+                self.tls.close_last()
             self._fail(describe_connect_error(self.cfg, exc))
 
     # --- driven by the loop --------------------------------------------------------
@@ -260,7 +282,9 @@ class MqttLink:
             if self._acked:
                 self.spool.delete(self._acked)
                 self._acked = []
+            self._client = None  # a deliberate disconnect: on_disconnect ignores it
             client.disconnect()
             client.loop(timeout=0)
         self._client = None
         self.connected = False
+        self._reap()
