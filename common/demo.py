@@ -1,0 +1,133 @@
+"""``meterpipe demo``: the whole pipeline on simulated meters, no hardware, no broker.
+
+    meterpipe demo [--seconds N] [--data-dir DIR] [--interval S] [--mqtt HOST:PORT]
+
+Runs supervisord with two simulated meters on ptys (an encrypted and
+authenticated Landis+Gyr E450 with fresh random keys, and an Iskraemeco AM550),
+one reader per meter, the decoder and the CSV publisher (plus MQTT with
+``--mqtt``), and prints the readings as they arrive. Ctrl-C, or the end of
+``--seconds``, stops everything and leaves no process behind. The decoder uses
+the default endpoints, so ``meterpipe tap`` in a second terminal shows the same
+readings. The demo's own files (config, keys, supervisord socket and log) live in
+``<runtime dir>/demo``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from meterpipe.common.endpoints import default_endpoints, make_private_dir, runtime_dir
+from meterpipe.common.startup import load_or_exit
+from meterpipe.common.supervise import program, reader_programs, supervisor_env, supervisord_command, write_programs
+
+DEMO_METERS = (("house", "e450", True), ("flat", "am550", False))
+
+
+def _write_secret(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(data.hex().upper() + "\n")
+
+
+def write_demo_config(rundir: Path, data_dir: Path, interval: float, mqtt: str | None) -> Path:
+    endpoints = default_endpoints()
+    lines = []
+    for name, model, encrypted in DEMO_METERS:
+        lines += ["[[meters]]", f'name = "{name}"', f'port = "{rundir / (name + ".pty")}"', 'link = "hdlc"']
+        lines += [f'model = "{model}"', f"push_interval = {interval}"]
+        if encrypted:
+            for which in ("key", "auth_key"):
+                path = rundir / f"{name}.{which}"
+                _write_secret(path, os.urandom(16))
+                lines.append(f'{which}_file = "{path}"')
+        lines.append("")
+    lines += ["[endpoints]", f'frames = "{endpoints.frames}"', f'readings = "{endpoints.readings}"', ""]
+    lines += ["[publishers.csv]", "enabled = true", f'directory = "{data_dir}"', ""]
+    if mqtt:
+        host, _, port = mqtt.rpartition(":")
+        lines += ["[publishers.mqtt]", "enabled = true", f'host = "{host or "127.0.0.1"}"', f"port = {int(port)}"]
+        lines += [f'spool_path = "{rundir / "mqtt-spool.sqlite"}"', ""]
+    path = rundir / "meterpipe.toml"
+    path.write_text("\n".join(lines))
+    os.chmod(path, 0o600)
+    return path
+
+
+def simulator_programs(rundir: Path, interval: float) -> str:
+    parts = []
+    for name, model, encrypted in DEMO_METERS:
+        command = (
+            f"%(ENV_METERPIPE_PYTHON)s -m meterpipe.reader.simulator --model {model} "
+            f"--link {rundir / (name + '.pty')} --interval {interval}"
+        )
+        if encrypted:
+            command += f" --key-file {rundir / (name + '.key')} --auth-key-file {rundir / (name + '.auth_key')}"
+        parts.append(program(f"simulator-{name}", command, priority=5, startsecs=1))
+    return "\n".join(parts)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="meterpipe demo", description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--seconds", type=float, help="stop after this many seconds (default: until Ctrl-C)")
+    parser.add_argument("--data-dir", type=Path, default=Path("meterpipe-demo-data"), help="where the CSV files go")
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between pushes of each meter")
+    parser.add_argument("--mqtt", metavar="HOST:PORT", help="also publish to this MQTT broker")
+    parser.add_argument("--json", action="store_true", help="print readings as JSON lines")
+    args = parser.parse_args(argv)
+    if args.interval < 0.05:
+        parser.error("--interval must be at least 0.05 s")
+    rundir = runtime_dir() / "demo"
+    make_private_dir(rundir)
+    data_dir = args.data_dir.resolve()
+    config = load_or_exit(str(write_demo_config(rundir, data_dir, args.interval, args.mqtt)))
+    write_programs(rundir, [simulator_programs(rundir, args.interval), reader_programs(config)])
+    log_path = rundir / "supervisord.log"
+    print(f"meterpipe demo: 2 simulated meters, decoder, CSV into {data_dir}"
+          + (f", MQTT to {args.mqtt}" if args.mqtt else ""), flush=True)
+    print(f"  process log: {log_path}   watch from another terminal: meterpipe tap", flush=True)
+    with open(log_path, "ab") as log_file:
+        supervisord = subprocess.Popen(
+            supervisord_command(), env=supervisor_env(config, rundir), stdout=log_file, stderr=subprocess.STDOUT
+        )
+    try:
+        return _show(config.endpoints.readings, args.seconds, args.json, supervisord)
+    finally:
+        _stop(supervisord)
+
+
+def _show(endpoint: str, seconds: float | None, as_json: bool, supervisord: subprocess.Popen[bytes]) -> int:
+    from meterpipe.publishers.subscriber import StopFlag, run_subscriber
+    from meterpipe.publishers.tap import TapHandler
+
+    stop = StopFlag()
+    stop.install()
+    deadline = time.monotonic() + seconds if seconds else None
+
+    class _Until(TapHandler):
+        def tick(self, now: float) -> None:
+            if (deadline is not None and time.monotonic() >= deadline) or supervisord.poll() is not None:
+                stop.set()
+
+    run_subscriber(endpoint, _Until(b"reading/", as_json, sys.stdout, None, stop), stop)
+    if supervisord.poll() is not None:
+        print(f"meterpipe demo: supervisord exited with {supervisord.returncode}; see the process log", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _stop(supervisord: subprocess.Popen[bytes]) -> None:
+    if supervisord.poll() is None:
+        supervisord.send_signal(signal.SIGTERM)
+        try:
+            supervisord.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            supervisord.kill()
+            supervisord.wait()
+    print("meterpipe demo: stopped", flush=True)

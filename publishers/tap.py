@@ -1,0 +1,124 @@
+"""``meterpipe tap``: watch the readings socket, like mosquitto_sub for MQTT.
+
+    meterpipe tap [--topic PREFIX] [--json] [--config FILE | --endpoint URL]
+                  [--count N] [--seconds S]
+
+With no options it finds the running pipeline's readings socket: the config
+file's endpoint when one is found ($METERPIPE_CONFIG or ./meterpipe.toml), else
+the default endpoint in the runtime directory, which ``meterpipe demo`` uses.
+By default it prints a readable table per push; ``--json`` prints one JSON
+object per push (the shape of ``readings_json``). ZeroMQ PUB/SUB: a tap sees
+only what is published after it connected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TextIO
+
+from meterpipe.common.config import CONFIG_ENV
+from meterpipe.common.endpoints import default_endpoints
+from meterpipe.common.errors import ConfigError
+from meterpipe.common.schema import ReadingsMessage, Status, reading_topic, readings_json, status_topic
+from meterpipe.publishers.subscriber import StopFlag, run_subscriber
+
+
+def find_endpoint(endpoint: str | None, config: str | None) -> str:
+    """--endpoint > --config > $METERPIPE_CONFIG > ./meterpipe.toml > the default."""
+    if endpoint:
+        return endpoint
+    path = config or os.environ.get(CONFIG_ENV) or ("meterpipe.toml" if Path("meterpipe.toml").exists() else None)
+    if path:
+        from meterpipe.common.config import load_config
+
+        return load_config(path).endpoints.readings
+    return default_endpoints(create=False).readings
+
+
+def format_table(msg: ReadingsMessage) -> str:
+    p = msg.push
+    received = datetime.fromtimestamp(msg.received_ns / 1e9, timezone.utc).strftime("%H:%M:%S")
+    security = "authenticated" if p.authenticated else "encrypted" if p.encrypted else "plain"
+    head = f"{msg.meter}  #{msg.seq}  id {p.meter_id or '-'}  meter time {p.time or '-'}  received {received}Z  {security}"
+    width = max((len(r.name) for r in p.readings), default=0)
+    lines = [head]
+    for r in p.readings:
+        lines.append(f"  {r.name:<{width}}  {r.text():>18} {r.unit or ''}".rstrip() + f"   {r.obis}")
+    return "\n".join(lines)
+
+
+class TapHandler:
+    def __init__(self, prefix: bytes, as_json: bool, out: TextIO, count: int | None, stop: StopFlag) -> None:
+        self._prefix = prefix
+        self._json = as_json
+        self._out = out
+        self._left = count
+        self._stop = stop
+
+    def on_readings(self, msg: ReadingsMessage) -> None:
+        if not reading_topic(msg.meter).startswith(self._prefix):
+            return
+        if self._json:
+            self._out.write(json.dumps(readings_json(msg), ensure_ascii=False) + "\n")
+        else:
+            self._out.write(format_table(msg) + "\n\n")
+        self._out.flush()
+        if self._left is not None:
+            self._left -= 1
+            if self._left <= 0:
+                self._stop.set()
+
+    def on_status(self, status: Status) -> None:
+        if not status_topic(status.meter).startswith(self._prefix):
+            return
+        if self._json:
+            record = {"status": status.meter, "counters": dict(status.counters), "last_error": status.last_error}
+            self._out.write(json.dumps(record) + "\n")
+        elif status.last_error:
+            self._out.write(f"{status.meter}  status: {status.last_error}\n\n")
+        self._out.flush()
+
+    def tick(self, now: float) -> None:
+        pass
+
+    def poll_fds(self) -> Sequence[int]:
+        return ()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="meterpipe tap", description="Print readings as the decoder publishes them.")
+    parser.add_argument("--topic", default="reading/", help="topic prefix: reading/, reading/house, status/ or '' for all")
+    parser.add_argument("--json", action="store_true", help="one JSON object per push")
+    parser.add_argument("--config", metavar="FILE", help="take the readings endpoint from this config")
+    parser.add_argument("--endpoint", help="readings endpoint, e.g. ipc:///run/meterpipe/readings")
+    parser.add_argument("--count", type=int, help="exit after N pushes")
+    parser.add_argument("--seconds", type=float, help="exit after S seconds")
+    args = parser.parse_args(argv)
+    try:
+        endpoint = find_endpoint(args.endpoint, args.config)
+    except ConfigError as exc:
+        print(f"meterpipe tap: config error: {exc}", file=sys.stderr)
+        return 2
+    stop = StopFlag()
+    stop.install()
+    if args.seconds:
+        import signal
+
+        signal.signal(signal.SIGALRM, stop.set)
+        signal.setitimer(signal.ITIMER_REAL, args.seconds)
+    handler = TapHandler(args.topic.encode(), args.json, sys.stdout, args.count, stop)
+    try:
+        run_subscriber(endpoint, handler, stop)
+    except BrokenPipeError:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
