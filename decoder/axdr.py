@@ -23,7 +23,7 @@ from __future__ import annotations
 import struct
 from typing import Any, Final
 
-from meterpipe.common.errors import TruncatedError, UnsupportedError
+from meterpipe.common.errors import DecodeError, TruncatedError, UnsupportedError
 
 MAX_DEPTH: Final = 32  # pushes nest 2-4 levels; deeper input is refused, never recursed into
 
@@ -80,29 +80,55 @@ def _length(buf: bytes, pos: int) -> tuple[int, int]:
     return int.from_bytes(buf[pos + 1 : pos + 1 + count], "big"), pos + 1 + count
 
 
+_LEAVES: Final = {tag: (st.size, st.unpack_from) for tag, st in _FIXED.items()}
+
+
 def parse_data(buf: bytes, pos: int = 0, depth: int = 0) -> tuple[Any, int]:
-    """Decode one A-XDR ``Data`` value at ``buf[pos]``."""
-    if pos >= len(buf):
+    """Decode one A-XDR ``Data`` value at ``buf[pos]`` (``buf`` must be bytes)."""
+    n = len(buf)
+    if pos >= n:
         raise TruncatedError("A-XDR value missing", data=buf)
     tag = buf[pos]
     pos += 1
-    fixed = _FIXED.get(tag)
-    if fixed is not None:
-        end = pos + fixed.size
-        if end > len(buf):
+    leaf = _LEAVES.get(tag)
+    if leaf is not None:
+        size, unpack = leaf
+        if pos + size > n:
             raise TruncatedError(f"A-XDR value of type {tag} cut short", data=buf)
-        return fixed.unpack_from(buf, pos)[0], end
+        return unpack(buf, pos)[0], pos + size
     if tag == 0x01 or tag == 0x02:
         if depth >= MAX_DEPTH:
-            raise UnsupportedError(f"A-XDR nesting deeper than {MAX_DEPTH} levels", data=buf)
+            # DecodeError, not UnsupportedError: the gurux fallback must not recurse into it
+            raise DecodeError(f"A-XDR nesting deeper than {MAX_DEPTH} levels refused", data=buf)
         count, pos = _length(buf, pos)
-        if count > len(buf) - pos:  # each member takes at least one byte
+        if count > n - pos:  # each member takes at least one byte
             raise TruncatedError(f"A-XDR {'array' if tag == 1 else 'structure'} of {count} members cut short", data=buf)
         items: list[Any] = Structure() if tag == 0x02 else []
         append = items.append
+        leaves = _LEAVES
         for _ in range(count):
-            value, pos = parse_data(buf, pos, depth + 1)
-            append(value)
+            # The members of a push are mostly numbers and short octet-strings:
+            # decode those inline (a function call per leaf costs more than the leaf).
+            if pos >= n:
+                raise TruncatedError("A-XDR member missing", data=buf)
+            member = buf[pos]
+            leaf = leaves.get(member)
+            if leaf is not None:
+                size, unpack = leaf
+                end = pos + 1 + size
+                if end > n:
+                    raise TruncatedError(f"A-XDR value of type {member} cut short", data=buf)
+                append(unpack(buf, pos + 1)[0])
+                pos = end
+            elif member == 0x09 and pos + 1 < n and buf[pos + 1] < 0x80:
+                end = pos + 2 + buf[pos + 1]
+                if end > n:
+                    raise TruncatedError("A-XDR string cut short", data=buf)
+                append(buf[pos + 2 : end])
+                pos = end
+            else:
+                value, pos = parse_data(buf, pos, depth + 1)
+                append(value)
         return items, pos
     if tag == 0x09 or tag == 0x0A or tag == 0x0C:
         size, pos = _length(buf, pos)
@@ -142,7 +168,7 @@ def parse_data(buf: bytes, pos: int = 0, depth: int = 0) -> tuple[Any, int]:
 
 def parse_all(buf: bytes, pos: int = 0) -> Any:
     """Decode exactly one value that must fill ``buf[pos:]``."""
-    value, end = parse_data(buf, pos)
+    value, end = parse_data(bytes(buf), pos)
     if end != len(buf):
         raise TruncatedError(f"{len(buf) - end} bytes after the notification body", data=buf[end:])
     return value

@@ -18,6 +18,7 @@ Unknown OBIS codes pass through with a name made from the code.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -146,20 +147,25 @@ def _text(value: Any) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=4096)
+def _code_info(code: bytes) -> tuple[str, str, str | None]:
+    """OBIS text, reading name and default unit of a code (the same few codes recur)."""
+    return obis_text(code), reading_name(code), default_unit(code)
+
+
 def _reading(entry: Entry, model: str | None) -> Reading | None:
     code, value = entry.code, entry.value
-    obis = obis_text(code)
-    name = reading_name(code)
+    obis, name, unit_default = _code_info(code)
     if value is None or isinstance(value, list):
         return None
-    if isinstance(value, (int, float)) and not isinstance(value, BitString):
-        mantissa, exponent = split_decimal(value)
+    if isinstance(value, (int, float)):
+        mantissa, exponent = (value, 0) if type(value) is int else split_decimal(value)
         if entry.scaler is not None:
             scaler = entry.scaler
-            unit = UNITS.get(entry.unit) if entry.unit is not None else default_unit(code)
+            unit = UNITS.get(entry.unit) if entry.unit is not None else unit_default
         else:
             scaler = models.default_scaler(model, code)
-            unit = default_unit(code)
+            unit = unit_default
         return Reading(obis, name, mantissa, exponent + scaler, unit)
     text = _text(value)
     if text is None:
