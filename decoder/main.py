@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import time
 from collections.abc import Sequence
 from types import FrameType
 
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 PUB_HWM = 100_000
 PULL_HWM = 100_000
 LINGER_MS = 500
+SUBSCRIBER_GRACE_S = 1.0
 
 
 class _Stop:
@@ -69,6 +71,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 3
     names = ", ".join(m.name for m in config.meters)
     log.info("decoder up: frames on %s, readings on %s, meters: %s", config.endpoints.frames, config.endpoints.readings, names)
+    # Subscribers (re)connect within ZeroMQ's 100 ms reconnect interval; readers'
+    # frames wait in their queues meanwhile. Without this pause, the readings of
+    # frames queued while the decoder was down would go out before the
+    # publishers are back, and PUB drops for absent subscribers.
+    deadline = time.monotonic() + SUBSCRIBER_GRACE_S
+    while not stop() and time.monotonic() < deadline:
+        time.sleep(0.05)
     service = DecoderService(config.meters, pull, pub)
     try:
         service.run(stop)
