@@ -79,8 +79,13 @@ def parse_all(body: bytes) -> Any:
             value = common.getData(GXDLMSSettings(False, None), buf, info)
     except (ValueError, TypeError, IndexError, KeyError, AttributeError, OverflowError) as exc:
         raise DecodeError(f"gurux-dlms could not decode the body: {exc}", data=body) from exc
+    except RecursionError as exc:  # gurux recurses once per array/structure level
+        raise DecodeError("gurux-dlms: A-XDR body nested too deeply to decode", data=body) from exc
     if not info.complete:
         raise TruncatedError("gurux-dlms: A-XDR body incomplete", data=body)
     if buf.position != len(body):
         raise TruncatedError(f"{len(body) - buf.position} bytes after the notification body", data=body)
-    return _convert(value)
+    try:
+        return _convert(value)
+    except RecursionError as exc:
+        raise DecodeError("gurux-dlms: A-XDR body nested too deeply to convert", data=body) from exc

@@ -13,6 +13,7 @@ notes in test_differential.py).
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,17 @@ from meterpipe.decoder.link import NEED_DATA, Framer, LinkFrame, parse_frame
 from meterpipe.common.schema import LinkLayer
 from meterpipe.decoder.reassembly import GBT_TAG, BlockAssembler, SegmentAssembler
 from meterpipe.decoder.security import CIPHERED_TAGS, decrypt, parse_ciphered
+
+# Default: a fixed, reproducible budget (derandomized) that keeps the suite fast.
+# METERPIPE_FUZZ_SCALE=50 multiplies every example count and draws fresh random
+# examples: a manual fuzzing session, not a CI run.
+FUZZ_SCALE = max(1, int(os.environ.get("METERPIPE_FUZZ_SCALE", "1")))
+DERANDOMIZE = FUZZ_SCALE == 1
+
+
+def examples(n: int) -> int:
+    return n * FUZZ_SCALE
+
 
 # --- A-XDR encoding (independent of decoder code) ---------------------------------
 

@@ -32,7 +32,7 @@ from tests.conftest import DLMS_VECTORS, keys, needs_corpus
 from tests.decoder import strategies as s
 
 DIFF_SETTINGS = settings(
-    max_examples=300, deadline=2000, derandomize=True, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+    max_examples=s.examples(300), deadline=2000, derandomize=s.DERANDOMIZE, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
 )
 
 
@@ -99,7 +99,7 @@ def test_generated_body_decodes_identically_with_gurux_and_as_encoded(body: s.En
     assert normal(gurux_adapter.parse_all(body.raw)) == normal(ours)
 
 
-@settings(max_examples=150, deadline=2000, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=s.examples(150), deadline=2000, derandomize=s.DERANDOMIZE, suppress_health_check=[HealthCheck.too_slow])
 @given(s.notification())
 def test_generated_notification_decodes_identically_with_gurux(n: tuple[bytes, int, s.Enc]) -> None:
     apdu, offset, body = n
@@ -109,7 +109,7 @@ def test_generated_notification_decodes_identically_with_gurux(n: tuple[bytes, i
     assert normal(gurux_adapter.parse_all(apdu[offset:])) == normal(note.body)
 
 
-@settings(max_examples=100, deadline=2000, derandomize=True)
+@settings(max_examples=s.examples(100), deadline=2000, derandomize=s.DERANDOMIZE)
 @given(s.SHAPES)
 def test_realistic_push_shapes_map_to_one_reading_per_value(shaped: s.Shaped) -> None:
     """OBIS-tagged and push-list bodies are recognised, every value becomes a reading."""
