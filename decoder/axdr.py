@@ -138,7 +138,12 @@ def parse_data(buf: bytes, pos: int = 0, depth: int = 0) -> tuple[Any, int]:
         raw = buf[pos:end]
         if tag == 0x09:
             return bytes(raw), end
-        return raw.decode("utf-8" if tag == 0x0C else "latin-1"), end
+        if tag == 0x0A:
+            return raw.decode("latin-1"), end
+        try:
+            return raw.decode("utf-8"), end
+        except UnicodeDecodeError as exc:
+            raise DecodeError("A-XDR utf8-string is not valid UTF-8", data=buf) from exc
     if tag == 0x00:
         return None, pos
     if tag == 0x03:

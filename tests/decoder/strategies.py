@@ -13,6 +13,7 @@ notes in test_differential.py).
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from hypothesis import strategies as st
 
 from meterpipe.common.errors import MeterpipeError
 from meterpipe.decoder.axdr import BitString, DateBytes, DateTimeBytes, Structure, TimeBytes
+from meterpipe.decoder.apdu import cosem_datetime
 from meterpipe.decoder.link import NEED_DATA, Framer, LinkFrame, parse_frame
 from meterpipe.common.schema import LinkLayer
 from meterpipe.decoder.reassembly import GBT_TAG, BlockAssembler, SegmentAssembler
@@ -249,6 +251,29 @@ def notification(draw: st.DrawFn, body: st.SearchStrategy[Enc] = BODIES) -> tupl
         head += b"\x09\x0c" + draw(datetime_bytes())
     b = draw(body)
     return head + b.raw, len(head), b
+
+
+# --- comparing decoded values ----------------------------------------------------
+
+
+def normal(value: Any) -> Any:
+    """A strictly typed, comparable form of a decoded value (bool is not int, list is not Structure)."""
+    if isinstance(value, Structure):
+        return ("structure", tuple(normal(v) for v in value))
+    if isinstance(value, list):
+        return ("array", tuple(normal(v) for v in value))
+    if isinstance(value, DateTimeBytes):
+        return ("date-time", cosem_datetime(value))
+    if isinstance(value, DateBytes):
+        return ("date", bytes(value[:4]))
+    if isinstance(value, TimeBytes):
+        return ("time", bytes(value[:3]), value[3] == 0xFF)
+    if isinstance(value, BitString):
+        return ("bit-string", str(value))
+    if isinstance(value, float):
+        return ("float", struct.pack(">d", value) if not math.isnan(value) else "nan")
+    return (type(value).__name__, value)
+
 
 
 # --- corpus pushes through the decoder's own layers ------------------------------

@@ -16,8 +16,6 @@ normalisations are the gurux differences measured with gurux-dlms 1.0.203:
 
 from __future__ import annotations
 
-import math
-import struct
 from typing import Any
 
 import pytest
@@ -25,34 +23,14 @@ from hypothesis import HealthCheck, given, settings
 
 from meterpipe.common.errors import MeterpipeError
 from meterpipe.decoder import axdr, gurux_adapter
-from meterpipe.decoder.apdu import cosem_datetime, parse_notification
+from meterpipe.decoder.apdu import parse_notification
 from meterpipe.decoder.mapping import map_body
-from meterpipe.decoder.axdr import BitString, DateBytes, DateTimeBytes, Structure, TimeBytes
 from tests.conftest import DLMS_VECTORS, keys, needs_corpus
 from tests.decoder import strategies as s
 
 DIFF_SETTINGS = settings(
     max_examples=s.examples(300), deadline=2000, derandomize=s.DERANDOMIZE, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
 )
-
-
-def normal(value: Any) -> Any:
-    """A strictly typed, comparable form of a decoded value (bool is not int, list is not Structure)."""
-    if isinstance(value, Structure):
-        return ("structure", tuple(normal(v) for v in value))
-    if isinstance(value, list):
-        return ("array", tuple(normal(v) for v in value))
-    if isinstance(value, DateTimeBytes):
-        return ("date-time", cosem_datetime(value))
-    if isinstance(value, DateBytes):
-        return ("date", bytes(value[:4]))
-    if isinstance(value, TimeBytes):
-        return ("time", bytes(value[:3]), value[3] == 0xFF)
-    if isinstance(value, BitString):
-        return ("bit-string", str(value))
-    if isinstance(value, float):
-        return ("float", struct.pack(">d", value) if not math.isnan(value) else "nan")
-    return (type(value).__name__, value)
 
 
 DECODABLE = [
@@ -70,7 +48,7 @@ def test_corpus_body_decodes_identically_with_gurux(v: dict[str, Any]) -> None:
         offset = s.notification_body_offset(apdu)
         ours = axdr.parse_all(apdu, offset)
         theirs = gurux_adapter.parse_all(apdu[offset:])
-        assert normal(ours) == normal(theirs)
+        assert s.normal(ours) == s.normal(theirs)
         # and the fast path is the one the decoder used
         assert not parse_notification(apdu).via_gurux
 
@@ -95,8 +73,8 @@ def test_corpus_covers_encrypted_segmented_and_gbt_pushes() -> None:
 @given(s.BODIES)
 def test_generated_body_decodes_identically_with_gurux_and_as_encoded(body: s.Enc) -> None:
     ours = axdr.parse_all(body.raw)
-    assert normal(ours) == normal(body.value)  # the independent encoder is the oracle
-    assert normal(gurux_adapter.parse_all(body.raw)) == normal(ours)
+    assert s.normal(ours) == s.normal(body.value)  # the independent encoder is the oracle
+    assert s.normal(gurux_adapter.parse_all(body.raw)) == s.normal(ours)
 
 
 @settings(max_examples=s.examples(150), deadline=2000, derandomize=s.DERANDOMIZE, suppress_health_check=[HealthCheck.too_slow])
@@ -105,8 +83,8 @@ def test_generated_notification_decodes_identically_with_gurux(n: tuple[bytes, i
     apdu, offset, body = n
     note = parse_notification(apdu)
     assert not note.via_gurux
-    assert normal(note.body) == normal(body.value)
-    assert normal(gurux_adapter.parse_all(apdu[offset:])) == normal(note.body)
+    assert s.normal(note.body) == s.normal(body.value)
+    assert s.normal(gurux_adapter.parse_all(apdu[offset:])) == s.normal(note.body)
 
 
 @settings(max_examples=s.examples(100), deadline=2000, derandomize=s.DERANDOMIZE)

@@ -36,6 +36,7 @@ ROBUST = settings(
 )
 
 LINKED = [v for v in DLMS_VECTORS if v["transport"] in ("hdlc", "mbus")]
+LINKED_OR_NONE: list[dict[str, Any] | None] = [*LINKED] or [None]
 STREAMS = [bytes.fromhex(v["bytes_hex"]) for v in LINKED]
 FRAMES = [f.raw for v in LINKED for f in s.link_frames(v)]
 APDUS = [a for v in DLMS_VECTORS if not v["expect"].get("error") for a in s.apdus(v)]
@@ -162,7 +163,7 @@ def test_map_body_on_any_decoded_value_gives_readings_or_errors(body: s.Enc, mod
 
 
 @ROBUST
-@given(data=ANY_STREAM, split=st.lists(st.integers(0, 600), max_size=6), which=st.sampled_from(LINKED or [None]))
+@given(data=ANY_STREAM, split=st.lists(st.integers(0, 600), max_size=6), which=st.sampled_from(LINKED_OR_NONE))
 def test_meter_decoder_feed_never_raises(data: bytes, split: list[int], which: dict[str, Any] | None) -> None:
     key, auth = keys(which) if which else (None, None)
     decoder = MeterDecoder("m", key=key, auth_key=auth, max_buffer=1024, gap_ns=0)
@@ -233,7 +234,7 @@ def test_corpus_capture_in_fixed_chunks_gives_the_same_outcomes(v: dict[str, Any
 
 
 @settings(max_examples=s.examples(120), deadline=3000, derandomize=s.DERANDOMIZE, suppress_health_check=[HealthCheck.too_slow])
-@given(which=st.sampled_from(LINKED or [None]), cuts=st.lists(st.integers(0, 2000), max_size=12), repeat=st.integers(1, 2))
+@given(which=st.sampled_from(LINKED_OR_NONE), cuts=st.lists(st.integers(0, 2000), max_size=12), repeat=st.integers(1, 2))
 def test_random_split_points_give_the_same_outcomes(which: dict[str, Any] | None, cuts: list[int], repeat: int) -> None:
     if which is None:
         pytest.skip("corpus absent")
