@@ -33,6 +33,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any, Final, Protocol
 
+from meterpipe.common.logs import setup_logging
 from meterpipe.common.schema import decimal_text
 from meterpipe.decoder.security import SC_AUTHENTICATED, SC_ENCRYPTED, encrypt
 from meterpipe.reader import encoding as enc
@@ -214,11 +215,14 @@ class PtySink:
         buf = fcntl.ioctl(self._slave, termios.FIONREAD, b"\0\0\0\0")
         return int.from_bytes(buf, sys.byteorder)
 
-    def close(self, drain_s: float = 2.0) -> None:
-        """Give a reader up to ``drain_s`` to take the last push, then close."""
-        deadline = time.monotonic() + drain_s
+    def drain(self, timeout_s: float = 2.0) -> None:
+        """Give a reader up to ``timeout_s`` to take what was written (closing drops it)."""
+        deadline = time.monotonic() + timeout_s
+        time.sleep(0.2)  # the kernel hands written bytes to the reader side asynchronously
         while self.pending() and time.monotonic() < deadline:
             time.sleep(0.02)
+
+    def close(self) -> None:
         os.close(self._master)
         os.close(self._slave)
 
@@ -248,6 +252,15 @@ class _Stop:
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
         self.requested = True
+
+
+def _read_key_file(path: str | None, option: str) -> str | None:
+    if path is None:
+        return None
+    try:
+        return Path(path).read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SystemExit(f"error: {option}: cannot read {path}: {type(exc).__name__}") from exc
 
 
 def _parse_key(text: str | None, option: str) -> bytes | None:
@@ -302,8 +315,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", help="write to this port (serial_for_url URL) instead of a new pty")
     p.add_argument("--link", type=Path, help="symlink to create at this path, pointing to the pty")
     p.add_argument("--interval", type=float, help="seconds between pushes (default: the model's cadence)")
-    p.add_argument("--key", help="encryption key, 32 hex digits")
-    p.add_argument("--auth-key", help="authentication key, 32 hex digits")
+    p.add_argument("--key", help="encryption key, 32 hex digits (prefer --key-file: command lines are public)")
+    p.add_argument("--auth-key", help="authentication key, 32 hex digits (prefer --auth-key-file)")
+    p.add_argument("--key-file", help="file holding the encryption key as 32 hex digits")
+    p.add_argument("--auth-key-file", help="file holding the authentication key as 32 hex digits")
     p.add_argument("--replay", type=Path, help="write this capture (hex or binary) each interval")
     p.add_argument("--count", type=int, help="stop after this many pushes")
     p.add_argument("--seed", type=int, default=0, help="seed of the simulated values (default 0)")
@@ -379,11 +394,7 @@ def _run(args: argparse.Namespace, sink: _Sink, stop: _Stop, record: IO[str] | N
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        stream=sys.stdout,
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(args.verbose, name="simulate")
     try:
         if args.model is None and args.replay is None:
             raise SystemExit("error: --model: required (or --replay a capture)")
@@ -391,8 +402,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SystemExit(f"error: --interval: at least {MIN_INTERVAL_S} s")
         if args.count is not None and args.count < 1:
             raise SystemExit("error: --count: at least 1")
-        _parse_key(args.key, "--key")
-        _parse_key(args.auth_key, "--auth-key")
+        for option, text, path in (
+            ("key", args.key, args.key_file),
+            ("auth-key", args.auth_key, args.auth_key_file),
+        ):
+            if text is not None and path is not None:
+                raise SystemExit(f"error: --{option}: give --{option} or --{option}-file, not both")
+            if path is not None:
+                setattr(args, option.replace("-", "_"), _read_key_file(path, f"--{option}-file"))
+                _parse_key(getattr(args, option.replace("-", "_")), f"--{option}-file")
+            else:
+                _parse_key(text, f"--{option}")
         if args.auth_key is not None and args.key is None:
             raise SystemExit("error: --auth-key: needs --key too")
         if args.replay is not None and not args.replay.is_file():
@@ -426,6 +446,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             _run(args, sink, stop, None)
     finally:
+        if isinstance(sink, PtySink) and not stop.requested:
+            sink.drain()
         if link is not None and link.is_symlink():
             link.unlink()
         sink.close()

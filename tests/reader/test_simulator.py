@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import tty
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
@@ -23,7 +24,7 @@ from meterpipe.decoder.link import NEED_DATA, Framer, LinkFrame
 from meterpipe.decoder.security import decrypt, parse_ciphered
 from meterpipe.reader.encoding import obis_bytes
 from meterpipe.reader.meter_models import MODELS
-from meterpipe.reader.simulator import MeterSimulator, SimulatedPush, read_capture
+from meterpipe.reader.simulator import MeterSimulator, PtySink, SimulatedPush, read_capture
 
 KEY = bytes.fromhex("000102030405060708090a0b0c0d0e0f")
 AUTH = bytes.fromhex("d0d1d2d3d4d5d6d7d8d9dadbdcdddedf")
@@ -345,6 +346,34 @@ def test_cli_encrypted_push_and_replay(tmp_path: Path) -> None:
     assert replayed == data
 
 
+def test_cli_writes_to_a_port_url_paced() -> None:
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    try:
+        args = ("--model", "e360", "--count", "2", "--interval", "0.1", "--port", os.ttyname(slave), "--pace")
+        with _running(*args) as proc:
+            assert _pty_path(proc) == os.ttyname(slave)
+            data = b""
+            deadline = time.monotonic() + 10
+            while len(frames_of(data)) < 2 and time.monotonic() < deadline:
+                if select.select([master], [], [], 0.2)[0]:
+                    data += os.read(master, 4096)
+            assert proc.wait(timeout=10) == 0
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert [f.raw[1] for f in frames_of(data)] == [0xA1, 0xA1]
+
+
+def test_pty_sink_drops_what_nobody_reads() -> None:
+    sink = PtySink()
+    try:
+        written = [sink.write(bytes(1000)) for _ in range(200)]  # nobody reads: the pty fills up
+        assert 0 in written and 0 < sink.pending() <= sum(written)
+    finally:
+        sink.close()
+
+
 def test_cli_bad_key_exits_2_without_echoing_it() -> None:
     secret = "00112233445566778899aabbccddeeXX"
     proc = subprocess.run(
@@ -356,6 +385,25 @@ def test_cli_bad_key_exits_2_without_echoing_it() -> None:
     assert proc.returncode == 2
     assert "error: --key:" in proc.stderr
     assert secret not in proc.stderr + proc.stdout and "00112233" not in proc.stderr + proc.stdout
+
+
+def test_cli_reads_keys_from_files(tmp_path: Path) -> None:
+    key_file, auth_file = tmp_path / "k", tmp_path / "a"
+    key_file.write_text(KEY.hex() + "\n")
+    auth_file.write_text(AUTH.hex())
+    with _running("--model", "e570", "--count", "1", "--key-file", str(key_file), "--auth-key-file", str(auth_file)) as proc:
+        _, frames = _read_frames(_pty_path(proc), 4)
+        assert proc.wait(timeout=10) == 0
+    apdu = b"".join(f.payload[7:] for f in frames)
+    assert decrypt(parse_ciphered(apdu), KEY, AUTH)[1]
+    key_file.write_text("not a key at all, 0011223344")
+    bad = subprocess.run(
+        [sys.executable, "-m", "meterpipe.reader.simulator", "--model", "e450", "--key-file", str(key_file)],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert bad.returncode == 2 and "error: --key-file:" in bad.stderr and "0011223344" not in bad.stderr
 
 
 def test_cli_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
