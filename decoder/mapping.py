@@ -194,6 +194,10 @@ def _entries(body: Any, model: str | None) -> tuple[list[Entry], str | None]:
     return [Entry(code, value, scaler, unit) for code, value, scaler, unit in positional], time
 
 
+def _is_clock(code: bytes) -> bool:
+    return code[0] == 0 and code[2:5] == CLOCK[2:5]
+
+
 def map_body(body: Any, *, model: str | None = None) -> Mapped:
     """Readings, meter id and (when the body carries one) the time of a push."""
     entries, time = _entries(body, model)
@@ -201,8 +205,8 @@ def map_body(body: Any, *, model: str | None = None) -> Mapped:
     readings = []
     by_code: dict[bytes, Reading] = {}
     for entry in entries:
-        if entry.code == CLOCK and time is None:
-            time = _text(entry.value)
+        if _is_clock(entry.code):  # 0-b:1.0.0, any channel: the push time, not a reading
+            time = time or _text(entry.value)
             continue
         reading = _reading(entry, resolved)
         if reading is not None:
