@@ -70,8 +70,12 @@ class EndpointsConfig:
     frames: str  # readers PUSH connect, decoder PULL binds
     readings: str  # decoder PUB binds, publishers and taps SUB connect
     # CurveZMQ for readers on other hosts (tcp frames endpoint); paths to key files
+    # (meterpipe.common.curve). Decoder side: its key pair and the readers it accepts.
     curve_server_secret: Path | None = None
     curve_authorized_dir: Path | None = None
+    # Reader side (a reader on another host): the decoder's public key and this reader's pair.
+    curve_server_public: Path | None = None
+    curve_client_secret: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +146,7 @@ PARITIES: Mapping[str, str] = {"n": "N", "none": "N", "e": "E", "even": "E", "o"
 LINKS: Mapping[str, LinkLayer] = {k.value: k for k in (LinkLayer.HDLC, LinkLayer.MBUS, LinkLayer.AUTO)}
 MODELS = ("e450", "e570", "e360", "am550", "omnipower", "kamstrup", "aidon", "kaifa", "sagemcom")
 MQTT_LAYOUTS = ("meterpipe", "smartmeter-datacollector")
+CURVE_SETTINGS = ("curve_server_secret", "curve_authorized_dir", "curve_server_public", "curve_client_secret")
 _METER: Mapping[str, Any] = {f.name: f.default for f in fields(MeterConfig)}
 
 
@@ -180,7 +185,7 @@ def config_from_dict(
     base = source.parent if source is not None else None
     top = Section("", data, base, env)
     meters = _meters(top)
-    endpoints = _endpoints(top.sub("endpoints"), env)
+    endpoints = _endpoints(top.sub("endpoints"), env, top.warnings)
     publishers = _publishers(top.sub("publishers"), base)
     top.finish()
     warnings = list(top.warnings)
@@ -254,16 +259,17 @@ def _meter(s: Section, name: str) -> MeterConfig:
                        push_interval=push_interval, queue_frames=queue_frames)
 
 
-def _endpoints(s: Section | None, env: Mapping[str, str]) -> EndpointsConfig:
+def _endpoints(s: Section | None, env: Mapping[str, str], warnings: list[str]) -> EndpointsConfig:
     from meterpipe.common import endpoints as ep  # endpoints imports this module
+    from meterpipe.common.curve import check_security  # imports zmq: only when loading a config
 
     frames = readings = None
-    secret = authorized = None
+    curve: dict[str, Path | None] = dict.fromkeys(CURVE_SETTINGS)
     if s is not None:
         frames = s.text("frames")
         readings = s.text("readings")
-        secret = s.path_value("curve_server_secret")
-        authorized = s.path_value("curve_authorized_dir")
+        for name in CURVE_SETTINGS:
+            curve[name] = s.path_value(name)
         s.finish()
     if frames is None or readings is None:
         defaults = ep.default_endpoints(environ=env)
@@ -273,8 +279,13 @@ def _endpoints(s: Section | None, env: Mapping[str, str]) -> EndpointsConfig:
     ep.check_endpoint(readings, "endpoints.readings")
     if frames == readings:
         raise ConfigError("endpoints.readings", "must differ from endpoints.frames")
-    return EndpointsConfig(frames=frames, readings=readings, curve_server_secret=secret,
-                           curve_authorized_dir=authorized)
+    config = EndpointsConfig(frames=frames, readings=readings,
+                             curve_server_secret=curve["curve_server_secret"],
+                             curve_authorized_dir=curve["curve_authorized_dir"],
+                             curve_server_public=curve["curve_server_public"],
+                             curve_client_secret=curve["curve_client_secret"])
+    check_security(config, warnings)
+    return config
 
 
 def _publishers(s: Section | None, base: Path | None) -> PublishersConfig:

@@ -19,6 +19,7 @@ from types import FrameType
 
 import zmq
 
+from meterpipe.common.curve import secure_frames_server
 from meterpipe.common.endpoints import ensure_ipc_dir
 from meterpipe.common.logs import setup_logging
 from meterpipe.common.startup import add_config_argument, load_or_exit
@@ -59,6 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for sock, hwm in ((pull, PULL_HWM), (pub, PUB_HWM)):
         sock.setsockopt(zmq.LINGER, LINGER_MS)
         sock.setsockopt(zmq.RCVHWM if sock is pull else zmq.SNDHWM, hwm)
+    auth = secure_frames_server(ctx, pull, config.endpoints)  # CurveZMQ when configured
     try:
         for sock, endpoint in ((pull, config.endpoints.frames), (pub, config.endpoints.readings)):
             ensure_ipc_dir(endpoint)
@@ -67,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("cannot bind %s: %s (is another decoder running?)", endpoint, exc)
         pull.close(0)
         pub.close(0)
+        if auth is not None:
+            auth.stop()
         ctx.term()
         return 3
     names = ", ".join(m.name for m in config.meters)
@@ -84,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         pull.close()
         pub.close()
+        if auth is not None:
+            auth.stop()
         ctx.term()
     log.info("decoder stopped")
     return 0

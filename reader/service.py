@@ -21,7 +21,8 @@ from typing import Final
 
 import zmq
 
-from meterpipe.common.config import MeterConfig
+from meterpipe.common.config import EndpointsConfig, MeterConfig
+from meterpipe.common.curve import secure_frames_client
 from meterpipe.common.errors import ChecksumError, FrameError
 from meterpipe.common.schema import Frame, LinkLayer
 from meterpipe.decoder.link import Framer, LinkFrame
@@ -37,17 +38,28 @@ LINGER_MS: Final = 2000
 STOP_FLUSH: Final = 1.0  # seconds spent sending queued frames at stop
 
 
-def connect_frames_socket(ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str) -> zmq.Socket[bytes]:
+def connect_frames_socket(
+    ctx: zmq.Context[zmq.Socket[bytes]], endpoints: str | EndpointsConfig
+) -> zmq.Socket[bytes]:
     """The reader's PUSH socket, connected to the decoder's PULL.
 
     ``IMMEDIATE`` makes a send with no decoder connected fail at once (``zmq.Again``)
     instead of filling a hidden per-connection queue, so the outbox is the one
-    bounded queue and every drop is counted.
+    bounded queue and every drop is counted. Given the whole EndpointsConfig, the
+    socket is a CurveZMQ client when ``curve_server_public`` is set.
     """
+    config = endpoints if isinstance(endpoints, EndpointsConfig) else None
+    endpoint = config.frames if config is not None else str(endpoints)
     sock: zmq.Socket[bytes] = ctx.socket(zmq.PUSH)
     sock.setsockopt(zmq.LINGER, LINGER_MS)
     sock.setsockopt(zmq.SNDHWM, SNDHWM)
     sock.setsockopt(zmq.IMMEDIATE, 1)
+    if config is not None:
+        try:
+            secure_frames_client(sock, config)
+        except BaseException:
+            sock.close(0)
+            raise
     sock.connect(endpoint)
     return sock
 
