@@ -154,3 +154,19 @@ def check_endpoint(endpoint: object, field: str) -> str:
         if port != "*" and not 1 <= int(port) <= 65535:
             raise ConfigError(field, f"endpoint {endpoint!r}: port must be 1-65535 (or * when binding)")
     return endpoint
+
+
+def replay_endpoint(readings: str) -> str:
+    """The decoder's replay socket, derived from its readings endpoint.
+
+    Publishers that restart ask it for the pushes they missed (see
+    decoder/replay.py): ``ipc://.../readings`` -> ``ipc://.../readings.replay``,
+    ``tcp://host:port`` -> ``tcp://host:port+1``, ``inproc://x`` -> ``inproc://x.replay``.
+    """
+    scheme, _, rest = readings.partition("://")
+    if scheme == "tcp":
+        host, _, port = rest.rpartition(":")
+        if port.isdigit():
+            return f"tcp://{host}:{int(port) + 1}"
+        raise ConfigError("endpoints.readings", f"cannot derive a replay endpoint from {readings!r}: give a port number")
+    return f"{readings}.replay"

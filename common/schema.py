@@ -358,6 +358,32 @@ def decode_status(payload: bytes) -> Status:
     )
 
 
+def encode_replay_request(since: Mapping[str, int]) -> bytes:
+    """Publisher -> decoder (REQ/REP): the receive time of the last push it has, per meter."""
+    return _pack({"v": SCHEMA_VERSION, "t": "replay", "since": dict(since)})
+
+
+def decode_replay_request(payload: bytes) -> dict[str, int]:
+    obj = _unpack(payload, "replay")
+    since = _get(obj, "since", dict, "replay")
+    if not all(isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) for k, v in since.items()):
+        raise SchemaError("replay: since must map meter names to receive times (ns)")
+    return since
+
+
+def encode_replay_reply(payloads: list[bytes]) -> bytes:
+    """Decoder -> publisher: the encoded reading messages it missed, oldest first."""
+    return _pack({"v": SCHEMA_VERSION, "t": "replayed", "readings": payloads})
+
+
+def decode_replay_reply(payload: bytes) -> list[bytes]:
+    obj = _unpack(payload, "replayed")
+    items = _get(obj, "readings", list, "replayed")
+    if not all(isinstance(x, bytes) for x in items):
+        raise SchemaError("replayed: readings must be encoded reading messages")
+    return items
+
+
 def readings_json(msg: ReadingsMessage) -> dict[str, Any]:
     """The JSON shape shared by ``meterpipe tap --json`` and the MQTT json topic."""
     p = msg.push

@@ -20,7 +20,7 @@ from types import FrameType
 import zmq
 
 from meterpipe.common.curve import secure_frames_server
-from meterpipe.common.endpoints import ensure_ipc_dir
+from meterpipe.common.endpoints import ensure_ipc_dir, replay_endpoint
 from meterpipe.common.logs import setup_logging
 from meterpipe.common.startup import add_config_argument, load_or_exit
 from meterpipe.decoder.service import DecoderService
@@ -57,18 +57,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     ctx = zmq.Context()
     pull = ctx.socket(zmq.PULL)
     pub = ctx.socket(zmq.PUB)
+    rep = ctx.socket(zmq.REP)
     for sock, hwm in ((pull, PULL_HWM), (pub, PUB_HWM)):
         sock.setsockopt(zmq.LINGER, LINGER_MS)
         sock.setsockopt(zmq.RCVHWM if sock is pull else zmq.SNDHWM, hwm)
+    rep.setsockopt(zmq.LINGER, 0)
+    bindings = (
+        (pull, config.endpoints.frames),
+        (pub, config.endpoints.readings),
+        (rep, replay_endpoint(config.endpoints.readings)),
+    )
     auth = secure_frames_server(ctx, pull, config.endpoints)  # CurveZMQ when configured
     try:
-        for sock, endpoint in ((pull, config.endpoints.frames), (pub, config.endpoints.readings)):
+        for sock, endpoint in bindings:
             ensure_ipc_dir(endpoint)
             sock.bind(endpoint)
     except zmq.ZMQError as exc:
         log.error("cannot bind %s: %s (is another decoder running?)", endpoint, exc)
-        pull.close(0)
-        pub.close(0)
+        for sock, _ in bindings:
+            sock.close(0)
         if auth is not None:
             auth.stop()
         ctx.term()
@@ -82,12 +89,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     deadline = time.monotonic() + SUBSCRIBER_GRACE_S
     while not stop() and time.monotonic() < deadline:
         time.sleep(0.05)
-    service = DecoderService(config.meters, pull, pub)
+    service = DecoderService(config.meters, pull, pub, replay=rep)
     try:
         service.run(stop)
     finally:
-        pull.close()
-        pub.close()
+        for sock, _ in bindings:
+            sock.close()
         if auth is not None:
             auth.stop()
         ctx.term()

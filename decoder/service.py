@@ -20,11 +20,14 @@ from meterpipe.common.schema import (
     Push,
     ReadingsMessage,
     decode_frame,
+    decode_replay_request,
     encode_readings,
+    encode_replay_reply,
     encode_status,
     reading_topic,
     status_topic,
 )
+from meterpipe.decoder.replay import ReplayBuffer
 from meterpipe.decoder.session import MeterDecoder
 from meterpipe.decoder.status import MeterStatus
 
@@ -42,9 +45,13 @@ class DecoderService:
         *,
         clock: Callable[[], int] = time.time_ns,
         status_interval_ns: int = 10_000_000_000,
+        replay: zmq.Socket[bytes] | None = None,
+        replay_capacity: int | None = None,
     ) -> None:
         self._pull = pull
         self._pub = pub
+        self._replay_socket = replay
+        self.replay = ReplayBuffer(replay_capacity) if replay_capacity else ReplayBuffer()
         self._clock = clock
         self._decoders: dict[str, MeterDecoder] = {}
         self._status: dict[str, MeterStatus] = {}
@@ -64,8 +71,11 @@ class DecoderService:
     def run(self, stop: Callable[[], bool]) -> None:
         poller = zmq.Poller()
         poller.register(self._pull, zmq.POLLIN)
+        if self._replay_socket is not None:
+            poller.register(self._replay_socket, zmq.POLLIN)
         while not stop():
-            if poller.poll(POLL_MS):
+            events = dict(poller.poll(POLL_MS))
+            if self._pull in events:
                 # drain what is there without blocking, then look at the clock
                 for _ in range(1000):
                     try:
@@ -73,7 +83,22 @@ class DecoderService:
                     except zmq.Again:
                         break
                     self.handle(payload)
+            if self._replay_socket is not None and self._replay_socket in events:
+                self.answer_replay(self._replay_socket.recv())
             self.publish_status(self._clock())
+
+    def answer_replay(self, request: bytes) -> None:
+        """A restarted publisher asks for what it missed (decoder/replay.py)."""
+        assert self._replay_socket is not None
+        try:
+            since = decode_replay_request(request)
+        except SchemaError as exc:
+            log.warning("replay request that does not match the wire schema: %s", exc)
+            since = {}
+        missed = self.replay.since(since)
+        if missed:
+            log.info("replaying %d push(es) to a publisher that restarted", len(missed))
+        self._replay_socket.send(encode_replay_reply(missed))
 
     def handle(self, payload: bytes) -> None:
         try:
@@ -97,7 +122,9 @@ class DecoderService:
             if isinstance(outcome, Push):
                 self._seq[frame.meter] += 1
                 message = ReadingsMessage(frame.meter, self._seq[frame.meter], frame.received_ns, outcome, frame.seq)
-                self._pub.send_multipart([reading_topic(frame.meter), encode_readings(message)])
+                payload = encode_readings(message)
+                self._pub.send_multipart([reading_topic(frame.meter), payload])
+                self.replay.add(frame.meter, frame.received_ns, payload)
                 status.push(frame.received_ns)
             else:
                 self._rejected(frame.meter, outcome, status)

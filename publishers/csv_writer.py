@@ -197,6 +197,28 @@ class CsvStore:
         for meter in list(self._open):
             self._drop(meter)
 
+    # --- where we are (for the decoder's replay after a restart) ---------------
+
+    def last_received(self) -> dict[str, int]:
+        """Per meter, the receive time (ns) of the newest row on disk.
+
+        Rows carry milliseconds: the cursor is the end of that millisecond (a meter
+        never pushes twice within one).
+        """
+        cursor: dict[str, int] = {}
+        try:
+            folders = [p for p in self.directory.iterdir() if p.is_dir()]
+        except OSError:
+            return cursor
+        for folder in folders:
+            days = [(m.group(1), int(m.group(2) or 0), f) for f in folder.iterdir() if (m := _DAY_FILE.match(f.name))]
+            for _, _, newest in sorted(days, reverse=True):
+                stamp = _last_time(newest)
+                if stamp is not None:
+                    cursor[folder.name] = stamp
+                    break
+        return cursor
+
     # --- retention -------------------------------------------------------------
 
     def expire(self, today: date) -> int:
@@ -233,6 +255,24 @@ class CsvStore:
         return deleted
 
 
+def _last_time(path: Path) -> int | None:
+    """Receive time (ns, end of its millisecond) of the last complete row of a file."""
+    try:
+        with path.open("rb") as f:
+            f.seek(max(0, path.stat().st_size - 65536))
+            lines = f.read().split(b"\n")
+    except OSError:
+        return None
+    for line in reversed(lines[:-1]):  # the part after the last newline is no row
+        stamp = line.split(b",", 1)[0].decode("ascii", "replace")
+        try:
+            t = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+        except ValueError:
+            continue  # the header, or not a row of ours
+        return int(t.timestamp()) * 1_000_000_000 + t.microsecond * 1000 + 999_999
+    return None
+
+
 def _name(stem: str, n: int) -> str:
     return f"{stem}.csv" if n == 0 else f"{stem}.{n}.csv"
 
@@ -264,3 +304,6 @@ class CsvHandler:
 
     def poll_fds(self) -> list[int]:
         return []
+
+    def replay_cursor(self) -> dict[str, int]:
+        return self.store.last_received()

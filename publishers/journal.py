@@ -163,6 +163,9 @@ class JournalHandler:
     def poll_fds(self) -> list[int]:
         return []
 
+    def replay_cursor(self) -> dict[str, int]:
+        return {}  # the journal is a log, not a store: no catch-up after a restart
+
 
 def build(config: Config) -> tuple[Handler, Callable[[], None]]:
     sink = JournalSink(config.publishers.journal.socket)

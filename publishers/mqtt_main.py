@@ -89,7 +89,7 @@ class MqttHandler:
         self._announced: set[tuple[str, str]] = set()
 
     def on_readings(self, msg: ReadingsMessage) -> None:
-        self.spool.add(push_messages(self.cfg, msg, self._announced))
+        self.spool.add(push_messages(self.cfg, msg, self._announced), meter=msg.meter, received_ns=msg.received_ns)
 
     def on_status(self, status: Status) -> None:
         pass
@@ -100,6 +100,9 @@ class MqttHandler:
     def poll_fds(self) -> list[int]:
         fd = self.link.fileno()
         return [] if fd is None else [fd]
+
+    def replay_cursor(self) -> dict[str, int]:
+        return self.spool.cursor()
 
     def close(self) -> None:
         self.link.close()

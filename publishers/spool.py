@@ -31,7 +31,11 @@ CREATE TABLE IF NOT EXISTS outbox (
     payload BLOB NOT NULL,
     qos INTEGER NOT NULL,
     retain INTEGER NOT NULL
-)
+);
+CREATE TABLE IF NOT EXISTS cursor (
+    meter TEXT PRIMARY KEY,
+    received_ns INTEGER NOT NULL
+);
 """
 
 
@@ -45,7 +49,7 @@ class Spool:
         self._db = sqlite3.connect(str(path), isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(_SCHEMA)
+        self._db.executescript(_SCHEMA)
         row = self._db.execute(
             "SELECT COUNT(*), COALESCE(SUM(LENGTH(topic) + LENGTH(payload)), 0) FROM outbox").fetchone()
         self._count = int(row[0])
@@ -56,14 +60,21 @@ class Spool:
     def __len__(self) -> int:
         return self._count
 
-    def add(self, messages: Sequence[OutMessage]) -> None:
-        """Store messages (one transaction); then trim the oldest beyond max_bytes."""
-        if not messages:
-            return
+    def add(self, messages: Sequence[OutMessage], *, meter: str | None = None, received_ns: int = 0) -> None:
+        """Store the messages of one push (one transaction, with the push's receive
+        time as the meter's replay cursor); then trim the oldest beyond max_bytes."""
         rows = [(m.topic, m.payload, m.qos, int(m.retain)) for m in messages]
         with self._db:
             self._db.execute("BEGIN")
             self._db.executemany("INSERT INTO outbox (topic, payload, qos, retain) VALUES (?, ?, ?, ?)", rows)
+            if meter is not None:
+                self._db.execute(
+                    "INSERT INTO cursor (meter, received_ns) VALUES (?, ?) "
+                    "ON CONFLICT(meter) DO UPDATE SET received_ns = MAX(received_ns, excluded.received_ns)",
+                    (meter, received_ns),
+                )
+        if not rows:
+            return
         self._count += len(rows)
         self.size += sum(len(m.topic.encode()) + len(m.payload) for m in messages)
         if self.size > self.max_bytes:
@@ -114,6 +125,10 @@ class Spool:
                     self.size -= int(row[0])
             self._db.executemany("DELETE FROM outbox WHERE id = ?", id_list)
             self._count -= self._db.total_changes - before
+
+    def cursor(self) -> dict[str, int]:
+        """Per meter, the receive time of the newest push stored (sent or not)."""
+        return {str(m): int(ns) for m, ns in self._db.execute("SELECT meter, received_ns FROM cursor")}
 
     def close(self) -> None:
         self._db.close()

@@ -24,7 +24,7 @@ import argparse
 import logging
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Protocol
@@ -33,13 +33,16 @@ import zmq
 
 from meterpipe.common.config import Config
 from meterpipe.common.errors import ConfigError, SchemaError
+from meterpipe.common.endpoints import replay_endpoint
 from meterpipe.common.schema import (
     READING_TOPIC,
     STATUS_TOPIC,
     ReadingsMessage,
     Status,
     decode_readings,
+    decode_replay_reply,
     decode_status,
+    encode_replay_request,
     meter_of_topic,
 )
 
@@ -61,6 +64,10 @@ class Handler(Protocol):
 
     def poll_fds(self) -> Sequence[int]:
         """Extra file descriptors whose readability should wake the loop (may be empty)."""
+
+    def replay_cursor(self) -> Mapping[str, int]:
+        """Per meter, the receive time (ns) of the last push already stored; pushes after
+        it that the decoder still holds are replayed at start (empty: no replay)."""
 
 
 @dataclass(slots=True)
@@ -103,15 +110,19 @@ class SeqTracker:
         return 0
 
 
-def dispatch(topic: bytes, payload: bytes, handler: Handler, tracker: SeqTracker) -> None:
+def dispatch(
+    topic: bytes, payload: bytes, handler: Handler, tracker: SeqTracker, replayed: "Replayed | None" = None
+) -> None:
     """Decode one multipart message and hand it over; schema errors are counted and logged."""
     stats = tracker.stats
     try:
         if topic.startswith(READING_TOPIC):
             msg = decode_readings(payload)
             topic_meter = meter_of_topic(topic)
-            if topic_meter != msg.meter:
+            if topic_meter not in (msg.meter, "replay"):
                 raise SchemaError(f"topic meter {topic_meter!r} differs from message meter {msg.meter!r}")
+            if replayed is not None and replayed.seen(msg.meter, msg.received_ns):
+                return  # live copy of a push the replay already delivered
             stats.received += 1
             tracker.observe(msg.meter, msg.seq)
             handler.on_readings(msg)
@@ -123,6 +134,55 @@ def dispatch(topic: bytes, payload: bytes, handler: Handler, tracker: SeqTracker
         stats.schema_errors += 1
         log.warning("dropped a message that does not match the wire schema (%s so far): %s",
                     stats.schema_errors, exc)
+
+
+REPLAY_TIMEOUT_MS = 2000
+
+
+@dataclass(slots=True)
+class Replayed:
+    """What the decoder replayed at start, so that live copies of it are skipped once."""
+
+    payloads: list[bytes] = field(default_factory=list)
+    upto: dict[str, int] = field(default_factory=dict)  # meter -> receive time of the last replayed push
+
+    def seen(self, meter: str, received_ns: int) -> bool:
+        last = self.upto.get(meter)
+        if last is None:
+            return False
+        if received_ns <= last:
+            return True
+        del self.upto[meter]  # past the replay: from here on every message is new
+        return False
+
+
+def fetch_replay(context: zmq.Context[zmq.Socket[bytes]], endpoint: str, cursor: Mapping[str, int]) -> Replayed:
+    """Ask the decoder for the pushes after ``cursor``; an absent decoder means nothing to replay."""
+    replayed = Replayed()
+    if not cursor:
+        return replayed
+    req: zmq.Socket[bytes] = context.socket(zmq.REQ)
+    req.setsockopt(zmq.LINGER, 0)
+    req.setsockopt(zmq.RCVTIMEO, REPLAY_TIMEOUT_MS)
+    try:
+        req.connect(replay_endpoint(endpoint))
+        req.send(encode_replay_request(cursor))
+        replayed.payloads = decode_replay_reply(req.recv())
+    except zmq.Again:
+        log.info("the decoder did not answer the replay request (not running?): starting with live pushes")
+        return replayed
+    except (zmq.ZMQError, SchemaError, ConfigError) as exc:
+        log.warning("replay request failed (%s): starting with live pushes", exc)
+        return replayed
+    finally:
+        req.close(linger=0)
+    for payload in replayed.payloads:
+        try:
+            msg = decode_readings(payload)
+        except SchemaError:
+            continue
+        replayed.upto[msg.meter] = max(msg.received_ns, replayed.upto.get(msg.meter, 0))
+    return replayed
 
 
 def run_subscriber(
@@ -145,6 +205,11 @@ def run_subscriber(
     try:
         sock.connect(endpoint)
         log.info("subscribed to %s", endpoint)
+        replayed = fetch_replay(context, endpoint, handler.replay_cursor())
+        for payload in replayed.payloads:
+            dispatch(READING_TOPIC + b"replay", payload, handler, tracker)
+        if replayed.payloads:
+            log.info("caught up: %d push(es) replayed by the decoder", len(replayed.payloads))
         while not stop():
             poller = zmq.Poller()
             poller.register(sock, zmq.POLLIN)
@@ -162,7 +227,7 @@ def run_subscriber(
                         stats.schema_errors += 1
                         log.warning("dropped a message of %s parts (expected [topic, payload])", len(parts))
                         continue
-                    dispatch(parts[0], parts[1], handler, tracker)
+                    dispatch(parts[0], parts[1], handler, tracker, replayed)
             handler.tick(time.time())
     finally:
         sock.close(linger=0)

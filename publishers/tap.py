@@ -90,6 +90,9 @@ class TapHandler:
     def poll_fds(self) -> Sequence[int]:
         return ()
 
+    def replay_cursor(self) -> dict[str, int]:
+        return {}
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="meterpipe tap", description="Print readings as the decoder publishes them.")

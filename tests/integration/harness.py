@@ -216,4 +216,5 @@ def matched_indices(recs: list[dict[str, Any]], got: list[ReadingsMessage]) -> I
 
 
 def cleanup(rundir: Path) -> None:
-    shutil.rmtree(rundir, ignore_errors=True)
+    if not os.environ.get("METERPIPE_KEEP_TEST_DIRS"):  # set it to look at logs after a failure
+        shutil.rmtree(rundir, ignore_errors=True)

@@ -32,6 +32,9 @@ class Recorder:
     def poll_fds(self) -> list[int]:
         return []
 
+    def replay_cursor(self) -> dict[str, int]:
+        return {}
+
 
 def test_seq_tracker_gaps_and_restarts(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
