@@ -130,7 +130,7 @@ class Reading:
         if isinstance(self.value, str):
             return self.value
         if self.exponent >= 0:
-            return self.value * 10**self.exponent
+            return int(self.text())
         return float(self.text())
 
     def as_json(self) -> dict[str, Any]:
@@ -219,7 +219,8 @@ COUNTERS = (
 
 
 def _pack(obj: dict[str, Any]) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)
+    packed: bytes = msgpack.packb(obj, use_bin_type=True)
+    return packed
 
 
 def _unpack(payload: bytes, what: str) -> dict[str, Any]:
@@ -365,7 +366,7 @@ def encode_replay_request(since: Mapping[str, int]) -> bytes:
 
 def decode_replay_request(payload: bytes) -> dict[str, int]:
     obj = _unpack(payload, "replay")
-    since = _get(obj, "since", dict, "replay")
+    since: dict[str, int] = _get(obj, "since", dict, "replay")
     if not all(isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) for k, v in since.items()):
         raise SchemaError("replay: since must map meter names to receive times (ns)")
     return since
@@ -378,7 +379,7 @@ def encode_replay_reply(payloads: list[bytes]) -> bytes:
 
 def decode_replay_reply(payload: bytes) -> list[bytes]:
     obj = _unpack(payload, "replayed")
-    items = _get(obj, "readings", list, "replayed")
+    items: list[bytes] = _get(obj, "readings", list, "replayed")
     if not all(isinstance(x, bytes) for x in items):
         raise SchemaError("replayed: readings must be encoded reading messages")
     return items

@@ -23,7 +23,6 @@ import sys
 from collections.abc import Sequence
 from typing import BinaryIO
 
-from meterpipe.common.errors import MeterpipeError
 from meterpipe.common.schema import LinkLayer, Push
 from meterpipe.decoder.models import MODELS
 from meterpipe.decoder.session import MeterDecoder, Outcome

@@ -176,7 +176,7 @@ class Framer:
         while True:
             start = self._start()
             if start < 0:
-                keep = 1 if self._buf[-1:] in (b"\x7e", b"\x68") else 0
+                keep = 1 if bytes(self._buf[-1:]) in (b"\x7e", b"\x68") else 0
                 self._discard(len(self._buf) - keep)
                 return NEED_DATA
             if start:

@@ -26,7 +26,7 @@ from meterpipe.common.errors import UnsupportedError
 from meterpipe.common.schema import Reading, split_decimal
 from meterpipe.decoder import models
 from meterpipe.decoder.apdu import cosem_datetime
-from meterpipe.decoder.axdr import BitString, DateBytes, DateTimeBytes, Structure, TimeBytes
+from meterpipe.decoder.axdr import DateBytes, DateTimeBytes, TimeBytes
 from meterpipe.decoder.obis import UNITS, default_unit, looks_like_obis, obis_text, reading_name
 
 CLOCK = bytes((0, 0, 1, 0, 0, 255))
@@ -71,7 +71,7 @@ def _is_capture_definition(item: Any) -> bool:
     )
 
 
-def _push_list_entries(body: Structure) -> list[Entry]:
+def _push_list_entries(body: list[Any]) -> list[Entry]:
     definitions = body[0]
     scalers: dict[bytes, tuple[int, int]] = {}
     for (class_id, code, attribute, _), value in zip(definitions, body):

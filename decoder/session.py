@@ -22,7 +22,7 @@ import logging
 from meterpipe.common.errors import DecryptError, FrameError, MeterpipeError, ReplayError, SequenceError
 from meterpipe.common.schema import LinkLayer, Push
 from meterpipe.decoder.apdu import parse_notification
-from meterpipe.decoder.link import DEFAULT_MAX_BUFFER, NEED_DATA, Framer, LinkFrame, parse_frame
+from meterpipe.decoder.link import DEFAULT_MAX_BUFFER, Framer, LinkFrame, NeedData, parse_frame
 from meterpipe.decoder.mapping import map_body
 from meterpipe.decoder.reassembly import DEFAULT_GAP_NS, GBT_TAG, BlockAssembler, SegmentAssembler
 from meterpipe.decoder.security import CIPHERED_TAGS, decrypt, parse_ciphered
@@ -88,7 +88,7 @@ class MeterDecoder:
             except FrameError as exc:
                 out.append(exc.for_meter(self.meter))
                 continue
-            if frame is NEED_DATA:
+            if isinstance(frame, NeedData):
                 return out
             self._on_frame(frame, now_ns, out)
 
@@ -137,8 +137,6 @@ class MeterDecoder:
             out.append(self._decode(apdu))
         except MeterpipeError as exc:
             out.append(exc.for_meter(self.meter))
-        except RecursionError as exc:  # pragma: no cover - axdr caps depth; belt and braces
-            out.append(DecryptError("push nested too deeply to decode", meter=self.meter).with_traceback(exc.__traceback__))
 
     def _decode(self, apdu: bytes) -> Push:
         system_title: bytes | None = None
