@@ -19,8 +19,12 @@ Layout: ``<directory>/<meter>/<YYYY-MM-DD>.csv`` with the header
   every file has one consistent header, which is what a spreadsheet expects.
   On restart, the newest file of the day is appended to when its header
   matches, else the next ``.<n>`` is started.
-* A directory that cannot be written is logged once; rows are counted as lost
-  and writing is retried with each new push (never a crash).
+* A directory that cannot be written (full disk, read-only, gone) is logged
+  once; rows wait in memory, in order, and are written as soon as it can be
+  written again (retried with each push and tick; never a crash). Only beyond
+  ``MAX_PENDING_ROWS`` is the oldest waiting row dropped (counted in
+  ``rows_lost``). A write that fails half-way is cut back (``ftruncate``), so no
+  torn line is left behind for the rows that follow.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import io
 import logging
 import os
 import re
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -40,6 +45,7 @@ log = logging.getLogger(__name__)
 
 _DAY_FILE = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:\.(\d+))?\.csv$")
 RETENTION_EVERY_S = 3600.0
+MAX_PENDING_ROWS = 100_000  # rows kept while the directory cannot be written (~28 h of one meter at 1 s)
 
 
 def header_of(msg: ReadingsMessage) -> list[str]:
@@ -121,28 +127,61 @@ class CsvStore:
         self._open: dict[str, _Open] = {}
         self._failing = False
         self._next_retention = 0.0
+        self._pending: deque[ReadingsMessage] = deque()
+        self.max_pending = MAX_PENDING_ROWS
 
     # --- writing ---------------------------------------------------------------
 
     def write(self, msg: ReadingsMessage) -> bool:
-        """Append one row; False (and counted) when it could not be written."""
-        meter = check_meter_name(msg.meter)
-        try:
-            fd = self._fd_for(meter, utc_day(msg.received_ns), header_of(msg))
-            _write_all(fd, csv_line(row_of(msg)).encode("utf-8"))
-        except OSError as exc:
+        """Append one row after any still waiting; False when it has to wait (directory not writable)."""
+        check_meter_name(msg.meter)
+        self._pending.append(msg)
+        if len(self._pending) > self.max_pending:
+            self._pending.popleft()
             self.rows_lost += 1
-            self._drop(meter)
-            if not self._failing:
-                self._failing = True
-                log.error("cannot write CSV under %s: %s; rows are counted as lost and writing is "
-                          "retried with every push", self.directory, exc)
-            return False
+        return self.flush()
+
+    @property
+    def pending(self) -> int:
+        """Rows waiting for the directory to become writable."""
+        return len(self._pending)
+
+    def flush(self) -> bool:
+        """Write the waiting rows in order; False when the directory still cannot be written."""
+        while self._pending:
+            msg = self._pending[0]
+            try:
+                self._write_row(msg)
+            except OSError as exc:
+                if not self._failing:
+                    self._failing = True
+                    log.error("cannot write CSV under %s: %s; rows wait in memory (up to %s) and writing "
+                              "is retried with every push", self.directory, exc, self.max_pending)
+                return False
+            self._pending.popleft()
+            self.rows_written += 1
         if self._failing:
             self._failing = False
             log.warning("writing CSV under %s again (%s row(s) lost meanwhile)", self.directory, self.rows_lost)
-        self.rows_written += 1
         return True
+
+    def _write_row(self, msg: ReadingsMessage) -> None:
+        meter = msg.meter
+        try:
+            fd = self._fd_for(meter, utc_day(msg.received_ns), header_of(msg))
+            size = os.fstat(fd).st_size
+        except OSError:
+            self._drop(meter)
+            raise
+        try:
+            _write_all(fd, csv_line(row_of(msg)).encode("utf-8"))
+        except OSError:
+            try:
+                os.ftruncate(fd, size)  # no torn line before the rows that follow
+            except OSError:
+                pass
+            self._drop(meter)
+            raise
 
     def _fd_for(self, meter: str, day: date, header: list[str]) -> int:
         cur = self._open.get(meter)
@@ -298,6 +337,8 @@ class CsvHandler:
         pass
 
     def tick(self, now: float) -> None:
+        if self.store.pending:
+            self.store.flush()
         if now >= self._next_retention:
             self._next_retention = now + RETENTION_EVERY_S
             self.store.expire(datetime.fromtimestamp(now, UTC).date())
