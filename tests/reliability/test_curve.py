@@ -75,11 +75,11 @@ def keys(tmp_path: Path) -> Keys:
     return Keys(server_public, server_secret, authorized, good_secret, rogue_public, rogue_secret)
 
 
-def server_settings(k: Keys) -> dict[str, Path]:
+def server_settings(k: Keys) -> dict[str, Any]:
     return {"curve_server_secret": k.server_secret, "curve_authorized_dir": k.authorized}
 
 
-def client_settings(k: Keys, secret: Path | None = None) -> dict[str, Path]:
+def client_settings(k: Keys, secret: Path | None = None) -> dict[str, Any]:
     return {"curve_server_public": k.server_public, "curve_client_secret": secret or k.good_secret}
 
 
@@ -277,7 +277,7 @@ def frames_of(meter: str, count: int = 1) -> list[bytes]:
 def raw_push(ctx: zmq.Context[Any], endpoint: str, *, server: Path | None = None,
              secret: Path | None = None) -> zmq.Socket[Any]:
     """A PUSH without IMMEDIATE: it would send the moment any connection came up."""
-    sock = ctx.socket(zmq.PUSH)
+    sock: zmq.Socket[Any] = ctx.socket(zmq.PUSH)
     sock.setsockopt(zmq.LINGER, 0)
     if server is not None and secret is not None:
         public, secret_key = zmq.auth.load_certificate(secret)
