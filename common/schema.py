@@ -33,6 +33,7 @@ STATUS_TOPIC = b"status/"
 
 _METER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _OBIS = re.compile(r"^\d{1,3}-\d{1,3}:\d{1,3}\.\d{1,3}\.\d{1,3}(\*\d{1,3})?$")
+_VALID_OBIS: set[str] = set()
 
 
 class LinkLayer(enum.StrEnum):
@@ -108,8 +109,11 @@ class Reading:
     unit: str | None = None
 
     def __post_init__(self) -> None:
-        if not _OBIS.match(self.obis):
-            raise SchemaError(f"invalid OBIS code {self.obis!r}")
+        if self.obis not in _VALID_OBIS:  # the same few codes recur: match each once
+            if not isinstance(self.obis, str) or not _OBIS.match(self.obis):
+                raise SchemaError(f"invalid OBIS code {self.obis!r}")
+            if len(_VALID_OBIS) < 10_000:
+                _VALID_OBIS.add(self.obis)
         if isinstance(self.value, bool) or not isinstance(self.value, (int, str)):
             raise SchemaError(f"reading {self.obis}: value must be int or str")
         if isinstance(self.value, str) and self.exponent != 0:
