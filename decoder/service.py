@@ -65,6 +65,7 @@ class DecoderService:
                 m.name,
                 push_interval_ns=int(m.push_interval * 1e9),
                 interval_ns=status_interval_ns,
+                started_ns=clock(),
             )
             self._seq[m.name] = 0
 

@@ -23,7 +23,9 @@ STALE_KIND = "stale"
 
 
 class MeterStatus:
-    def __init__(self, meter: str, *, push_interval_ns: int, interval_ns: int = 10_000_000_000) -> None:
+    def __init__(
+        self, meter: str, *, push_interval_ns: int, interval_ns: int = 10_000_000_000, started_ns: int | None = None
+    ) -> None:
         self.meter = meter
         self.counters: dict[str, int] = {name: 0 for name in COUNTERS}
         self.counters["frame_gaps"] = 0
@@ -35,7 +37,7 @@ class MeterStatus:
         self._interval_ns = interval_ns
         self._next_ns = 0
         self._changed = True
-        self._started_ns: int | None = None
+        self._started_ns: int | None = started_ns  # a meter that never sends goes stale too
 
     def frame(self, seq: int, size: int, dropped: int, now_ns: int) -> int:
         """Record a frame from the reader; returns frames lost between reader and decoder."""
@@ -68,10 +70,9 @@ class MeterStatus:
 
     def due(self, now_ns: int) -> Status | None:
         """The Status to publish now, if one is due."""
-        last = self.last_push_ns or self._started_ns
-        quiet = last is not None and now_ns - last > 3 * self._push_interval_ns
-        if quiet and self.last_error_kind != STALE_KIND:
-            seconds = (now_ns - last) // 1_000_000_000 if last else 0
+        last = self.last_push_ns if self.last_push_ns is not None else self._started_ns
+        if last is not None and now_ns - last > 3 * self._push_interval_ns and self.last_error_kind != STALE_KIND:
+            seconds = (now_ns - last) // 1_000_000_000
             self._set_error(
                 f"{STALE_KIND}: no push decoded for {seconds} s: check the meter's cable and its reader",
                 STALE_KIND,
