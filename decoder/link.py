@@ -205,22 +205,21 @@ class Framer:
                 self._discard(1)
                 continue
             raw = bytes(buf[:total])
-            if buf[0] == HDLC_FLAG:
-                # Leave the closing flag: it may open the next frame too.
-                del buf[: total - 1]
-                try:
-                    return parse_hdlc(raw)
-                except ChecksumError:
-                    raise
-                except FrameError:
-                    continue  # header not HDLC-shaped: was garbage
-            del buf[:total]
+            # A candidate that does not parse (garbage that looked like a start, a frame
+            # cut short, a corrupt frame) loses only its start byte: a valid frame that
+            # begins inside its declared span is still found (line noise must not eat the
+            # frame after it). A corrupt frame is reported once, as a ChecksumError.
             try:
-                return parse_mbus(raw)
+                frame = parse_hdlc(raw) if buf[0] == HDLC_FLAG else parse_mbus(raw)
             except ChecksumError:
+                self._discard(1)
                 raise
             except FrameError:
+                self._discard(1)
                 continue
+            # HDLC: leave the closing flag, it may open the next frame too.
+            del buf[: total - 1 if buf[0] == HDLC_FLAG else total]
+            return frame
 
 
 def parse_frame(link: LinkLayer, raw: bytes) -> LinkFrame:

@@ -117,7 +117,7 @@ class MeterDecoder:
         self.frames_ok += 1
         try:
             apdu, abandoned = self._segments.add(frame, now_ns)
-        except SequenceError as exc:
+        except MeterpipeError as exc:  # SequenceError, or TruncatedError for a push over MAX_APDU
             out.append(exc.for_meter(self.meter))
             return
         if abandoned is not None:
