@@ -1,0 +1,379 @@
+"""Shared pieces of the reliability tests: a whole pipeline with simulated meters,
+a real mosquitto and the MQTT + CSV publishers under supervisord, and the
+bookkeeping that matches what the simulators sent against what the MQTT and CSV
+sinks received.
+
+Every push a simulator writes is recorded (``--record``) and time-stamped here
+when its record line appears (a tail thread polling every 20 ms; the simulator
+flushes the line right after writing the push), so a lost push can be placed
+against the time a fault was injected.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from tests.integration.harness import (
+    PY,
+    Collector,
+    SimMeter,
+    Supervisor,
+    _comparable,
+    cleanup,
+    record_values,
+    short_dir,
+    stop_process,
+    write_config,
+)
+from tests.publishers.conftest import MOSQUITTO, Broker
+from tests.publishers.mqtt_helpers import Collector as MqttCollector
+
+INTERVAL = 0.5
+KEY = "000102030405060708090A0B0C0D0E0F"
+AUTH = "D0D1D2D3D4D5D6D7D8D9DADBDCDDDEDF"
+KEY2 = "F0E1D2C3B4A5968778695A4B3C2D1E0F"
+AUTH2 = "1F2E3D4C5B6A79889706A5B4C3D2E1F0"
+BASE_TOPIC = "meterpipe"
+
+
+def three_meters() -> list[SimMeter]:
+    return [
+        SimMeter("house", "e450", KEY, AUTH),
+        SimMeter("flat", "am550"),
+        SimMeter("shop", "omnipower", KEY2, AUTH2),
+    ]
+
+
+def start_sim(meter: SimMeter, rundir: Path, interval: float, seed: int) -> None:
+    """harness.start_simulator with a chosen seed (a restarted meter must not repeat its values)."""
+    args = [PY, "-m", "meterpipe.reader.simulator", "--model", meter.model, "--interval", str(interval),
+            "--link", str(meter.link(rundir)), "--record", str(meter.record(rundir)), "--seed", str(seed)]
+    if meter.key:
+        args += ["--key-file", str(rundir / f"{meter.name}.key")]
+    if meter.auth_key:
+        args += ["--auth-key-file", str(rundir / f"{meter.name}.auth")]
+    with open(rundir / f"{meter.name}.sim.log", "ab") as log:
+        meter.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 15
+    while not meter.link(rundir).exists():
+        assert time.monotonic() < deadline, "simulator did not create its pty link"
+        assert meter.proc.poll() is None, (rundir / f"{meter.name}.sim.log").read_text()
+        time.sleep(0.02)
+
+
+class RecordTail:
+    """Follows the simulators' record files; every record gets the monotonic time it was seen."""
+
+    def __init__(self, paths: dict[str, Path]) -> None:
+        self.paths = paths
+        self.records: dict[str, list[tuple[dict[str, Any], float]]] = {m: [] for m in paths}
+        self._pos = dict.fromkeys(paths, 0)
+        self._partial = dict.fromkeys(paths, b"")
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.poll()
+            time.sleep(0.02)
+
+    def poll(self) -> None:
+        with self._lock:
+            for meter, path in self.paths.items():
+                try:
+                    with path.open("rb") as f:
+                        f.seek(self._pos[meter])
+                        chunk = f.read()
+                except FileNotFoundError:
+                    continue
+                if not chunk:
+                    continue
+                now = time.monotonic()
+                self._pos[meter] += len(chunk)
+                data = self._partial[meter] + chunk
+                *lines, self._partial[meter] = data.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        self.records[meter].append((json.loads(line), now))
+
+    def of(self, meter: str) -> list[tuple[dict[str, Any], float]]:
+        with self._lock:
+            return list(self.records[meter])
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.poll()
+
+
+class TimedMqttCollector(MqttCollector):
+    """mqtt_helpers.Collector that also notes when each message arrived."""
+
+    def __init__(self, port: int, client_id: str) -> None:
+        self.arrivals: list[tuple[str, bytes, float]] = []
+        super().__init__(port, client_id=client_id, topics=(f"{BASE_TOPIC}/+/json",))
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        with self.lock:
+            self.arrivals.append((msg.topic, bytes(msg.payload), time.monotonic()))
+        super()._on_message(client, userdata, msg)
+
+    def json_docs(self, meter: str) -> list[tuple[dict[str, Any], float]]:
+        topic = f"{BASE_TOPIC}/{meter}/json"
+        with self.lock:
+            return [(json.loads(p), t) for tp, p, t in self.arrivals if tp == topic]
+
+
+Values = dict[str, Any]
+
+
+def mqtt_values(doc: dict[str, Any]) -> Values:
+    return {r["obis"]: _comparable(r["value"]) for r in doc["readings"]}
+
+
+def match(recs: list[Values], got: Values) -> int | None:
+    """Index of the one record whose values the delivered push carries (None: none or ambiguous)."""
+    hits = [i for i, want in enumerate(recs) if all(got.get(k) == v for k, v in want.items())]
+    return hits[0] if len(hits) == 1 else None
+
+
+@dataclass
+class SinkResult:
+    """One sink (MQTT or CSV) for one meter: which records arrived."""
+
+    delivered: list[int]  # record index per delivery, in arrival order (None-free)
+    unmatched: int  # deliveries that matched no record or several
+    first: int | None  # first record index delivered
+    lost: list[int]  # record indices from `first` on that never arrived
+
+    @property
+    def duplicates(self) -> int:
+        return len(self.delivered) - len(set(self.delivered))
+
+
+def sink_result(n_records: int, indices: list[int | None]) -> SinkResult:
+    delivered = [i for i in indices if i is not None]
+    first = min(delivered) if delivered else None
+    lost = [] if first is None else sorted(set(range(first, n_records)) - set(delivered))
+    return SinkResult(delivered, len(indices) - len(delivered), first, lost)
+
+
+@dataclass
+class Pipeline:
+    """Simulated meters -> readers -> decoder -> MQTT (mosquitto) + CSV, under supervisord."""
+
+    rundir: Path
+    meters: list[SimMeter]
+    queue_frames: int | None = None
+    csv_dir: Path | None = None
+    broker: Broker | None = None
+    supervisor: Supervisor | None = None
+    zmq: Collector | None = None
+    mqtt: TimedMqttCollector | None = None
+    tail: RecordTail | None = None
+    seeds: dict[str, int] = field(default_factory=dict)
+
+    def start(self, before_supervisor: Callable[["Pipeline"], None] | None = None) -> "Pipeline":
+        assert MOSQUITTO is not None
+        self.broker = Broker(self.rundir / "broker")
+        self.broker.start()
+        self.csv_dir = self.rundir / "csv"
+        self.csv_dir.mkdir()
+        extra = "\n".join([
+            "[publishers.csv]", "enabled = true", f'directory = "{self.csv_dir}"', "",
+            "[publishers.mqtt]", "enabled = true", 'host = "127.0.0.1"', f"port = {self.broker.port}",
+            f'spool_path = "{self.rundir / "spool.sqlite"}"', "discovery = false",
+            f'base_topic = "{BASE_TOPIC}"', "",
+        ])
+        config = write_config(self.rundir, self.meters, extra, push_interval=INTERVAL)
+        if self.queue_frames is not None:
+            text = config.read_text().replace(f"push_interval = {INTERVAL}",
+                                              f"push_interval = {INTERVAL}\nqueue_frames = {self.queue_frames}")
+            config.write_text(text)
+        if before_supervisor is not None:
+            before_supervisor(self)
+        # A persistent session (QoS 1): the test's subscriber misses nothing while the broker restarts.
+        self.mqtt = TimedMqttCollector(self.broker.port, client_id=f"reliability-{os.getpid()}")
+        self.zmq = Collector(f"ipc://{self.rundir}/readings").start()
+        self.supervisor = Supervisor(self.rundir, config)
+        self.tail = RecordTail({m.name: m.record(self.rundir) for m in self.meters})
+        for i, m in enumerate(self.meters):
+            self.seeds[m.name] = 10 + i
+            start_sim(m, self.rundir, INTERVAL, self.seeds[m.name])
+        return self
+
+    # --- what arrived ----------------------------------------------------------------
+
+    def csv_rows(self, meter: str) -> list[dict[str, str]]:
+        """Rows of every CSV file of the meter (column title -> text), file by file in name order."""
+        assert self.csv_dir is not None
+        rows: list[dict[str, str]] = []
+        folder = self.csv_dir / meter
+        if not folder.is_dir():
+            return rows
+        for path in sorted(folder.glob("*.csv"), key=_day_file_order):
+            with path.open(newline="", encoding="utf-8") as f:
+                lines = list(csv.reader(f))
+            rows += [dict(zip(lines[0], r)) for r in lines[1:] if lines]
+        return rows
+
+    def column_obis(self, meter: str) -> dict[str, str]:
+        """CSV column title -> OBIS code of a meter, learnt from its decoded pushes on the readings socket."""
+        assert self.zmq is not None
+        out: dict[str, str] = {}
+        for msg in self.zmq.of(meter):
+            for r in msg.push.readings:
+                out[f"{r.name} [{r.unit}]" if r.unit else r.name] = r.obis
+        return out
+
+    def counts(self, meter: str) -> tuple[int, int]:
+        """(MQTT json messages, CSV rows) received so far for the meter."""
+        assert self.mqtt is not None
+        return len(self.mqtt.json_docs(meter)), len(self.csv_rows(meter))
+
+    def wait_counts(self, at_least: int, timeout: float, what: str, base: dict[str, tuple[int, int]] | None = None) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            now = {m.name: self.counts(m.name) for m in self.meters}
+            if all(min(a - b for a, b in zip(now[m], (base or {}).get(m, (0, 0)))) >= at_least for m in now):
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}: {now} (base {base})\n{self.log_tail()}")
+            time.sleep(0.1)
+
+    def snapshot(self) -> dict[str, tuple[int, int]]:
+        return {m.name: self.counts(m.name) for m in self.meters}
+
+    def results(self, meter: str) -> tuple[int, SinkResult, SinkResult]:
+        """(records written, MQTT result, CSV result) for one meter."""
+        assert self.tail is not None and self.mqtt is not None
+        recs = [record_values(r) for r, _ in self.tail.of(meter)]
+        mq = [match(recs, mqtt_values(doc)) for doc, _ in self.mqtt.json_docs(meter)]
+        columns = self.column_obis(meter)
+        rows = [match(recs, {columns[k]: _comparable(v) for k, v in row.items() if k in columns})
+                for row in self.csv_rows(meter)]
+        return len(recs), sink_result(len(recs), mq), sink_result(len(recs), rows)
+
+    def write_times(self, meter: str) -> list[float]:
+        assert self.tail is not None
+        return [t for _, t in self.tail.of(meter)]
+
+    def drain(self, timeout: float = 20) -> None:
+        """Stop the simulators, then wait until both sinks have the last push of every meter."""
+        for m in self.meters:
+            stop_process(m.proc)
+        assert self.tail is not None
+        time.sleep(0.3)
+        self.tail.poll()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            done = True
+            for m in self.meters:
+                n, mq, cs = self.results(m.name)
+                if not (n - 1 in mq.delivered and n - 1 in cs.delivered):
+                    done = False
+            if done:
+                break
+            time.sleep(0.3)
+        time.sleep(0.5)  # stragglers (duplicates) still on their way
+
+    def log_tail(self, lines: int = 40) -> str:
+        if self.supervisor is None:
+            return ""
+        return "\n".join(self.supervisor.output().splitlines()[-lines:])
+
+    def stop(self) -> None:
+        for m in self.meters:
+            stop_process(m.proc)
+        if self.supervisor is not None:
+            self.supervisor.stop()
+        if self.zmq is not None:
+            self.zmq.stop()
+        if self.mqtt is not None:
+            self.mqtt.close()
+        if self.tail is not None:
+            self.tail.stop()
+        if self.broker is not None:
+            self.broker.stop()
+
+
+def _day_file_order(path: Path) -> tuple[str, int]:
+    stem, _, rest = path.name.partition(".")
+    n = rest.removesuffix("csv").rstrip(".")
+    return stem, int(n) if n.isdigit() else 0
+
+
+def wait_new_pid(supervisor: Supervisor, program: str, old: int, timeout: float = 30) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = supervisor.ctl("pid", program).strip()
+        if out.isdigit() and int(out) not in (0, old):
+            return int(out)
+        time.sleep(0.05)
+    raise AssertionError(f"supervisord did not restart {program}: {supervisor.ctl('status')}")
+
+
+def has_open(pid: int, target: str) -> bool:
+    """Whether process ``pid`` has ``target`` (a pty path) open."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def wait_open(pid_of: Callable[[], int], target: Callable[[], str], timeout: float = 30) -> float:
+    """Monotonic time at which the process opened the pty (polled every 10 ms)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if has_open(pid_of(), target()):
+                return time.monotonic()
+        except (OSError, AssertionError):
+            pass
+        time.sleep(0.01)
+    raise AssertionError(f"{target()} was not opened in {timeout} s")
+
+
+def kill(pid: int) -> float:
+    os.kill(pid, signal.SIGKILL)
+    return time.monotonic()
+
+
+@pytest.fixture
+def rundir() -> Iterator[Path]:
+    path = short_dir()
+    os.chmod(path, 0o700)
+    yield path
+    cleanup(path)
+
+
+@pytest.fixture
+def pipeline(rundir: Path) -> Iterator[Pipeline]:
+    if MOSQUITTO is None:
+        pytest.skip("mosquitto broker not installed (apt-get install mosquitto)")
+    p = Pipeline(rundir, three_meters())
+    yield p
+    p.stop()
+
