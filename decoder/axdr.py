@@ -68,7 +68,8 @@ _FIXED: Final = {
 _FIXED_BYTES: Final = {0x19: (12, DateTimeBytes), 0x1A: (5, DateBytes), 0x1B: (4, TimeBytes)}
 
 
-def _length(buf: bytes, pos: int) -> tuple[int, int]:
+def read_length(buf: bytes, pos: int) -> tuple[int, int]:
+    """A-XDR length at ``buf[pos]`` (one byte, or 0x8N and N bytes): (length, position after it)."""
     if pos >= len(buf):
         raise TruncatedError("A-XDR length missing", data=buf)
     first = buf[pos]
@@ -76,8 +77,17 @@ def _length(buf: bytes, pos: int) -> tuple[int, int]:
         return first, pos + 1
     count = first & 0x7F
     if count == 0 or count > 4 or pos + 1 + count > len(buf):
-        raise TruncatedError("A-XDR length field cut short or oversized", data=buf)
+        raise TruncatedError(f"A-XDR length field with {count} length bytes cut short or lying", data=buf)
     return int.from_bytes(buf[pos + 1 : pos + 1 + count], "big"), pos + 1 + count
+
+
+def encode_length(n: int) -> bytes:
+    """The A-XDR encoding of a length (the meter side: simulator and tests)."""
+    if n < 0x80:
+        return bytes([n])
+    if n < 0x100:
+        return bytes([0x81, n])
+    return bytes([0x82]) + n.to_bytes(2, "big")
 
 
 _LEAVES: Final = {tag: (st.size, st.unpack_from) for tag, st in _FIXED.items()}
@@ -100,7 +110,7 @@ def parse_data(buf: bytes, pos: int = 0, depth: int = 0) -> tuple[Any, int]:
         if depth >= MAX_DEPTH:
             # DecodeError, not UnsupportedError: the gurux fallback must not recurse into it
             raise DecodeError(f"A-XDR nesting deeper than {MAX_DEPTH} levels refused", data=buf)
-        count, pos = _length(buf, pos)
+        count, pos = read_length(buf, pos)
         if count > n - pos:  # each member takes at least one byte
             raise TruncatedError(f"A-XDR {'array' if tag == 1 else 'structure'} of {count} members cut short", data=buf)
         items: list[Any] = Structure() if tag == 0x02 else []
@@ -131,7 +141,7 @@ def parse_data(buf: bytes, pos: int = 0, depth: int = 0) -> tuple[Any, int]:
                 append(value)
         return items, pos
     if tag == 0x09 or tag == 0x0A or tag == 0x0C:
-        size, pos = _length(buf, pos)
+        size, pos = read_length(buf, pos)
         end = pos + size
         if end > len(buf):
             raise TruncatedError("A-XDR string cut short", data=buf)
@@ -155,7 +165,7 @@ def parse_data(buf: bytes, pos: int = 0, depth: int = 0) -> tuple[Any, int]:
             raise TruncatedError("A-XDR bcd cut short", data=buf)
         return buf[pos], pos + 1
     if tag == 0x04:
-        bits, pos = _length(buf, pos)
+        bits, pos = read_length(buf, pos)
         end = pos + (bits + 7) // 8
         if end > len(buf):
             raise TruncatedError("A-XDR bit-string cut short", data=buf)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from meterpipe.common.errors import SequenceError, TruncatedError
 from meterpipe.decoder.link import LinkFrame
-from meterpipe.decoder.security import read_length
+from meterpipe.decoder.axdr import read_length
 
 GBT_TAG = 0xE0
 GBT_LAST_BLOCK = 0x80
@@ -29,7 +29,11 @@ MAX_APDU = 64 * 1024
 APDU_STARTS = (b"\x0f", b"\xdb", b"\xdf", b"\xe0")
 
 
-class SegmentAssembler:
+class _Partial:
+    """A push being put back together: its pieces, their size, the time of the last."""
+
+    what = "push"
+
     def __init__(self, gap_ns: int = DEFAULT_GAP_NS, max_bytes: int = MAX_APDU) -> None:
         self._parts: list[bytes] = []
         self._size = 0
@@ -45,14 +49,40 @@ class SegmentAssembler:
         self._parts.clear()
         self._size = 0
 
+    def _late(self, now_ns: int) -> bool:
+        """Record a piece's arrival; True when a partial push has waited too long for it."""
+        late = bool(self._parts and self._gap_ns and now_ns - self._last_ns > self._gap_ns)
+        self._last_ns = now_ns
+        return late
+
+    def _append(self, data: bytes) -> None:
+        self._size += len(data)
+        if self._size > self._max:
+            self.reset()
+            raise TruncatedError(f"{self.what} larger than {self._max} bytes: dropped")
+        self._parts.append(data)
+
+    def _finish(self) -> bytes:
+        apdu = b"".join(self._parts)
+        self.reset()
+        return apdu
+
+
+class SegmentAssembler(_Partial):
+    what = "segmented push"
+
     def add(self, frame: LinkFrame, now_ns: int) -> tuple[bytes | None, SequenceError | None]:
         """Feed one frame: (the whole APDU if this frame completes one, the
         error for an abandoned partial push if any). Raises SequenceError for an
         orphan continuation segment."""
-        abandoned = self._abandon(frame.first, now_ns)
+        abandoned = None
+        late = self._late(now_ns)
+        if self._parts and (frame.first or late):
+            why = "a new push started (segment lost)" if frame.first else "the next segment came too late"
+            abandoned = SequenceError(f"segmented push abandoned after {len(self._parts)} segment(s): {why}")
+            self.reset()
         if not self._parts:
-            whole = not frame.more and (frame.first or frame.payload[:1] in APDU_STARTS)
-            if whole:
+            if not frame.more and (frame.first or frame.payload[:1] in APDU_STARTS):
                 return frame.payload, abandoned
             if not frame.first:
                 raise abandoned or SequenceError(
@@ -61,44 +91,18 @@ class SegmentAssembler:
         self._append(frame.payload)
         if frame.more:
             return None, abandoned
-        apdu = b"".join(self._parts)
-        self.reset()
-        return apdu, abandoned
-
-    def _abandon(self, first: bool, now_ns: int) -> SequenceError | None:
-        stale = self._gap_ns and now_ns - self._last_ns > self._gap_ns
-        self._last_ns = now_ns
-        if not self._parts or not (first or stale):
-            return None
-        count = len(self._parts)
-        self.reset()
-        why = "a new push started (segment lost)" if first else "the next segment came too late"
-        return SequenceError(f"segmented push abandoned after {count} segment(s): {why}")
-
-    def _append(self, payload: bytes) -> None:
-        self._size += len(payload)
-        if self._size > self._max:
-            self.reset()
-            raise TruncatedError(f"segmented push larger than {self._max} bytes: dropped")
-        self._parts.append(payload)
+        return self._finish(), abandoned
 
 
-class BlockAssembler:
+class BlockAssembler(_Partial):
+    what = "GBT push"
+
     def __init__(self, gap_ns: int = DEFAULT_GAP_NS, max_bytes: int = MAX_APDU) -> None:
-        self._parts: list[bytes] = []
-        self._size = 0
+        super().__init__(gap_ns, max_bytes)
         self._next = 1
-        self._last_ns = 0
-        self._gap_ns = gap_ns
-        self._max = max_bytes
-
-    @property
-    def pending(self) -> bool:
-        return bool(self._parts)
 
     def reset(self) -> None:
-        self._parts.clear()
-        self._size = 0
+        super().reset()
         self._next = 1
 
     def add(self, block: bytes, now_ns: int) -> tuple[bytes | None, SequenceError | None]:
@@ -114,9 +118,8 @@ class BlockAssembler:
         if len(data) != length:
             raise TruncatedError(f"GBT block {number} declares {length} bytes, has {len(data)}", data=block)
         abandoned = None
-        stale = self._gap_ns and now_ns - self._last_ns > self._gap_ns
-        self._last_ns = now_ns
-        if self._parts and (number == 1 or stale):
+        late = self._late(now_ns)
+        if self._parts and (number == 1 or late):
             abandoned = SequenceError(
                 f"GBT push abandoned after block {self._next - 1}: "
                 + ("a new push started (block lost)" if number == 1 else "the next block came too late")
@@ -129,20 +132,8 @@ class BlockAssembler:
                 raise abandoned
             what = "duplicated" if number < expected else "arrived early (a block was lost or reordered)"
             raise SequenceError(f"GBT block {number} {what}; expected block {expected}", data=block[:8])
-        self._accept(number, data)
+        self._append(data)
+        self._next = number + 1
         if control & GBT_LAST_BLOCK:
             return self._finish(), abandoned
         return None, abandoned
-
-    def _accept(self, number: int, data: bytes) -> None:
-        self._size += len(data)
-        if self._size > self._max:
-            self.reset()
-            raise TruncatedError(f"GBT push larger than {self._max} bytes: dropped")
-        self._parts.append(data)
-        self._next = number + 1
-
-    def _finish(self) -> bytes:
-        apdu = b"".join(self._parts)
-        self.reset()
-        return apdu

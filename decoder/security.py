@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from meterpipe.common.errors import AuthError, DecryptError, TruncatedError, UnsupportedError
+from meterpipe.decoder.axdr import encode_length, read_length
 
 GLO_CIPHERING = 0xDB
 DED_CIPHERING = 0xDF
@@ -54,30 +55,6 @@ class Ciphered:
     @property
     def authenticated(self) -> bool:
         return bool(self.security & SC_AUTHENTICATED)
-
-
-def read_length(data: bytes, pos: int) -> tuple[int, int]:
-    """A-XDR length at ``data[pos]``: returns (length, position after it)."""
-    if pos >= len(data):
-        raise TruncatedError("length field missing", data=data)
-    first = data[pos]
-    if first < 0x80:
-        return first, pos + 1
-    count = first & 0x7F
-    if count == 0 or count > 4:
-        raise UnsupportedError(f"length field with {count} length bytes", data=data)
-    end = pos + 1 + count
-    if end > len(data):
-        raise TruncatedError("length field cut short", data=data)
-    return int.from_bytes(data[pos + 1 : end], "big"), end
-
-
-def encode_length(n: int) -> bytes:
-    if n < 0x80:
-        return bytes([n])
-    if n < 0x100:
-        return bytes([0x81, n])
-    return bytes([0x82]) + n.to_bytes(2, "big")
 
 
 def parse_ciphered(apdu: bytes) -> Ciphered:

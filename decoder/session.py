@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 
-from meterpipe.common.errors import DecryptError, FrameError, MeterpipeError, ReplayError, SequenceError
+from meterpipe.common.errors import DecryptError, FrameError, MeterpipeError, ReplayError
 from meterpipe.common.schema import LinkLayer, Push
 from meterpipe.decoder.apdu import parse_notification
 from meterpipe.decoder.link import DEFAULT_MAX_BUFFER, Framer, LinkFrame, NeedData, parse_frame

@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Final
 
 from meterpipe.decoder.crc import crc16_x25, mbus_checksum
-from meterpipe.decoder.security import encode_length
+from meterpipe.decoder.axdr import encode_length
 
 HDLC_FLAG: Final = b"\x7e"
 LLC_HEADER: Final = b"\xe6\xe7\x00"

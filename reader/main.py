@@ -79,7 +79,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return open_serial(m)
 
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    sock = connect_frames_socket(ctx, config.endpoints.frames)
+    try:
+        sock = connect_frames_socket(ctx, config.endpoints)  # CurveZMQ client when configured
+    except ConfigError as exc:  # a key file gone since the config was loaded
+        ctx.term()
+        print(error_line(exc), file=sys.stderr, flush=True)
+        return EXIT_CONFIG
     try:
         ReaderService(meter, sock, open_port).run(stop)
     except ConfigError as exc:  # pyserial refused the port settings themselves

@@ -382,7 +382,6 @@ def test_round_trip_with_long_body_uses_long_length_form() -> None:
         b"\xdb\x07" + bytes(7) + b"\x05\x20\x00\x00\x00\x01",  # 7-byte system title
         b"\xdb\x08" + bytes(8) + b"\x05\x00\x00\x00\x00\x01",  # security names no protection
         b"\xdb\x08" + bytes(8) + b"\x05\xa0\x00\x00\x00\x01",  # compressed
-        b"\xdb\x08" + bytes(8) + b"\x85\x20",  # 5 length bytes
     ],
 )
 def test_parse_ciphered_refuses_odd_headers_as_unsupported(apdu: bytes) -> None:
@@ -393,6 +392,7 @@ def test_parse_ciphered_refuses_odd_headers_as_unsupported(apdu: bytes) -> None:
 @pytest.mark.parametrize(
     "apdu",
     [
+        b"\xdb\x08" + bytes(8) + b"\x85\x20",  # 5 length bytes: a lying length field
         b"\xdb\x08" + bytes(8) + b"\x20\x20\x00",  # declares 32 bytes, has 2
         b"\xdb\x08" + bytes(8) + b"\x04\x20\x00\x00\x00",  # shorter than its header
         b"\xdb\x08" + bytes(8) + b"\x08\x30\x00\x00\x00\x01\x00\x00\x00",  # too short for a tag

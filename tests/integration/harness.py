@@ -109,7 +109,7 @@ class Supervisor:
         self.config = load_config(config_path)
         write_programs(rundir, [reader_programs(self.config)])
         self.env = supervisor_env(self.config, rundir)
-        self.log = open(rundir / "supervisord.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.log = open(rundir / "supervisord.log", "ab")  # noqa: SIM115 - closed in stop(); append: supervisord writes it too
         self.proc = subprocess.Popen(supervisord_command(), env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
 
     def ctl(self, *args: str) -> str:
