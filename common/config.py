@@ -143,7 +143,7 @@ class Config:
 # --- loading ------------------------------------------------------------------
 
 PARITIES: Mapping[str, str] = {"n": "N", "none": "N", "e": "E", "even": "E", "o": "O", "odd": "O"}
-LINKS: Mapping[str, LinkLayer] = {k.value: k for k in (LinkLayer.HDLC, LinkLayer.MBUS, LinkLayer.AUTO)}
+LINKS: Mapping[str, LinkLayer] = {k.value: k for k in (LinkLayer.HDLC, LinkLayer.MBUS, LinkLayer.DSMR, LinkLayer.AUTO)}
 MODELS = ("e450", "e570", "e360", "am550", "omnipower", "kamstrup", "aidon", "kaifa", "sagemcom")
 MQTT_LAYOUTS = ("meterpipe", "smartmeter-datacollector")
 CURVE_SETTINGS = ("curve_server_secret", "curve_authorized_dir", "curve_server_public", "curve_client_secret")

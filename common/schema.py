@@ -42,6 +42,7 @@ class LinkLayer(enum.StrEnum):
     HDLC = "hdlc"
     MBUS = "mbus"
     APDU = "apdu"
+    DSMR = "dsmr"  # P1 telegrams
     AUTO = "auto"
 
 

@@ -48,6 +48,10 @@ def parse_key(text: str | None, option: str) -> bytes | None:
 def parse_input(raw: bytes, binary: bool) -> bytes:
     if binary:
         return raw
+    if raw.lstrip().startswith(b"/"):  # a P1 telegram is text already
+        telegram = raw.lstrip()
+        # DSMR lines end in CR LF and the CRC covers them: restore them when a paste lost them
+        return telegram if b"\r\n" in telegram else telegram.replace(b"\n", b"\r\n")
     try:
         text = raw.decode("ascii")
     except UnicodeDecodeError as exc:
@@ -61,15 +65,19 @@ def parse_input(raw: bytes, binary: bool) -> bytes:
 def _link_of(data: bytes, fmt: str) -> LinkLayer:
     if fmt != "auto":
         return LinkLayer(fmt)
-    first = next((b for b in data if b not in (0x00, 0xFF)), None)
+    first = next((b for b in data if b not in (0x00, 0xFF, 0x0D, 0x0A)), None)
     if first in APDU_STARTS:
         return LinkLayer.APDU
+    if first == ord("/"):
+        return LinkLayer.DSMR
     return LinkLayer.AUTO
 
 
 def decode_bytes(decoder: MeterDecoder, data: bytes, link: LinkLayer) -> list[Outcome]:
     if link is LinkLayer.APDU:
         return decoder.feed_apdu(data)
+    if link is LinkLayer.DSMR and not data.rstrip(b"\r\n").endswith(b"!") and b"!" in data:
+        data = data if data.endswith(b"\n") else data + b"\r\n"  # a pasted telegram may lack its last line end
     out = decoder.feed(data)
     if not out and data:
         from meterpipe.common.errors import FrameError
@@ -90,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--key", help="encryption key, 32 hex digits (or set METERPIPE_KEY)")
     p.add_argument("--auth-key", help="authentication key, 32 hex digits (or set METERPIPE_AUTH_KEY)")
-    p.add_argument("--format", choices=["auto", "hdlc", "mbus", "apdu"], default="auto")
+    p.add_argument("--format", choices=["auto", "hdlc", "mbus", "apdu", "dsmr"], default="auto")
     p.add_argument("--model", choices=MODELS, help="meter model, for pushes that carry no scalers")
     p.add_argument("--binary", action="store_true", help="input is raw bytes, not hex")
     p.add_argument("file", nargs="?", default="-", help="capture file, or - for standard input")
@@ -118,10 +126,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"meterpipe decode: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
         return 2
-    decoder = MeterDecoder("capture", key=key, auth_key=auth_key, model=args.model)
+    link = _link_of(data, args.format)
+    decoder = MeterDecoder("capture", key=key, auth_key=auth_key, model=args.model, link=link)
     failed = False
     try:
-        for outcome in decode_bytes(decoder, data, _link_of(data, args.format)):
+        for outcome in decode_bytes(decoder, data, link):
             if isinstance(outcome, Push):
                 print(json.dumps(outcome.as_json(), ensure_ascii=False), flush=True)
             else:

@@ -48,6 +48,10 @@ def _electricity_names() -> dict[tuple[int, int, int], str]:
     names[(0, 0, 5)] = "meter_id"
     names[(96, 1, 0)] = "meter_serial"
     names[(96, 1, 1)] = "meter_model"
+    names[(0, 2, 8)] = "dsmr_version"
+    for c, phase in ((32, "l1"), (52, "l2"), (72, "l3")):
+        names[(c, 32, 0)] = f"voltage_sags_{phase}"
+        names[(c, 36, 0)] = f"voltage_swells_{phase}"
     return names
 
 
@@ -59,7 +63,14 @@ ABSTRACT_NAMES: Final = MappingProxyType(
         (1, 0, 0): "clock",
         (42, 0, 0): "logical_device_name",
         (96, 1, 0): "meter_serial",
-        (96, 1, 1): "meter_serial_2",
+        (96, 1, 1): "equipment_id",
+        (96, 7, 21): "power_failures",
+        (96, 7, 9): "long_power_failures",
+        (96, 13, 0): "text_message",
+        (17, 0, 0): "power_threshold",
+        (24, 1, 0): "mbus_device_type",
+        (24, 2, 1): "mbus_value",
+        (24, 2, 3): "mbus_value",
         (96, 1, 7): "meter_model",
         (96, 14, 0): "current_tariff",
         (96, 3, 10): "disconnector_state",

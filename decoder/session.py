@@ -22,7 +22,9 @@ import logging
 from meterpipe.common.errors import DecryptError, FrameError, MeterpipeError, ReplayError
 from meterpipe.common.schema import LinkLayer, Push
 from meterpipe.decoder.apdu import parse_notification
-from meterpipe.decoder.link import DEFAULT_MAX_BUFFER, Framer, LinkFrame, NeedData, parse_frame
+from meterpipe.decoder.dsmr import parse_telegram
+from meterpipe.decoder.framing import make_framer
+from meterpipe.decoder.link import DEFAULT_MAX_BUFFER, LinkFrame, NeedData, parse_frame
 from meterpipe.decoder.mapping import map_body
 from meterpipe.decoder.reassembly import DEFAULT_GAP_NS, GBT_TAG, BlockAssembler, SegmentAssembler
 from meterpipe.decoder.security import CIPHERED_TAGS, decrypt, parse_ciphered
@@ -50,8 +52,7 @@ class MeterDecoder:
         self.model = model
         self._key = key
         self._auth_key = auth_key
-        framer_link = link if link in (LinkLayer.HDLC, LinkLayer.MBUS) else LinkLayer.AUTO
-        self._framer = Framer(framer_link, max_buffer)
+        self._framer = make_framer(link, max_buffer)
         self._segments = SegmentAssembler(gap_ns)
         self._blocks = BlockAssembler(gap_ns)
         self._counters: dict[bytes, int] = {}
@@ -96,7 +97,7 @@ class MeterDecoder:
         """Feed one whole frame as a reader cut it."""
         out: list[Outcome] = []
         try:
-            frame = parse_frame(link, raw)
+            frame = LinkFrame(LinkLayer.DSMR, raw, raw) if link is LinkLayer.DSMR else parse_frame(link, raw)
         except FrameError as exc:
             return [exc.for_meter(self.meter)]
         if frame.link is LinkLayer.APDU:
@@ -115,6 +116,12 @@ class MeterDecoder:
 
     def _on_frame(self, frame: LinkFrame, now_ns: int, out: list[Outcome]) -> None:
         self.frames_ok += 1
+        if frame.link is LinkLayer.DSMR:
+            try:
+                out.append(parse_telegram(frame.raw))
+            except MeterpipeError as exc:
+                out.append(exc.for_meter(self.meter))
+            return
         try:
             apdu, abandoned = self._segments.add(frame, now_ns)
         except MeterpipeError as exc:  # SequenceError, or TruncatedError for a push over MAX_APDU

@@ -24,8 +24,9 @@ import zmq
 from meterpipe.common.config import EndpointsConfig, MeterConfig
 from meterpipe.common.curve import secure_frames_client
 from meterpipe.common.errors import ChecksumError, FrameError
-from meterpipe.common.schema import Frame, LinkLayer
-from meterpipe.decoder.link import Framer, LinkFrame
+from meterpipe.common.schema import Frame
+from meterpipe.decoder.framing import make_framer
+from meterpipe.decoder.link import LinkFrame
 from meterpipe.reader.outbox import Outbox, PushSocket
 from meterpipe.reader.port import Backoff, PortKeeper, SerialLike
 
@@ -62,11 +63,6 @@ def connect_frames_socket(
             raise
     sock.connect(endpoint)
     return sock
-
-
-def framer_link(link: LinkLayer) -> LinkLayer:
-    """The framer mode for a configured link: bare APDUs have no framing on a serial line."""
-    return LinkLayer.AUTO if link is LinkLayer.APDU else link
 
 
 class FrameErrorLog:
@@ -128,7 +124,7 @@ class ReaderService:
         self._clock = clock
         self._monotonic = monotonic
         self._sleep = sleep
-        self._framer = Framer(framer_link(meter.link))
+        self._framer = make_framer(meter.link)
         self.outbox = Outbox(socket, max(1, meter.queue_frames), meter.name)
         self.port = PortKeeper(meter.port, open_port, backoff, monotonic)
         self._errors = FrameErrorLog(meter.name, monotonic)
