@@ -12,8 +12,9 @@ adds what a fuzzing budget needs on top of a property suite:
   as array counts and string sizes, 1,000 levels of nesting spliced into real
   pushes;
 * per-input budgets: every input is timed with ``time.perf_counter`` and must
-  finish within 50 ms (a slow input is retried once, so a loaded machine or a
-  garbage collection does not fail the run); every 4th input is re-run under
+  finish within 50 ms (a slow input is retried once and then judged by the lower
+  of wall and CPU time, so a loaded machine or a garbage collection does not
+  fail the run); every 4th input is re-run under
   tracemalloc and its peak must stay under ``PEAK_BYTES``;
 * capped buffers: 10 MB of garbage and of lying lengths fed to a MeterDecoder
   never make it hold more than its framer's cap;
@@ -118,7 +119,11 @@ def check(what: str, fn: Callable[..., Any], *args: Any) -> Any:
     result, seconds = _timed(fn, args)
     if seconds > MAX_SECONDS:  # once more: a loaded machine or a GC pause, or really slow?
         STATS.retried += 1
+        cpu0 = time.thread_time()
         result, seconds = _timed(fn, args)
+        # On a shared 2-core CI machine a 5 ms input can wait 50 ms for a core: the
+        # retry fails only if the input also needed more than the budget in CPU time.
+        seconds = min(seconds, time.thread_time() - cpu0)
     assert seconds <= MAX_SECONDS, f"{what}: {seconds * 1000:.0f} ms for input {_hex(args)}"
     if seconds > STATS.slowest:
         STATS.slowest, STATS.slowest_what = seconds, what
@@ -169,7 +174,8 @@ def hostile(draw: st.DrawFn, base: st.SearchStrategy[bytes]) -> bytes:
     i = draw(st.integers(0, max(0, len(data) - 1)))
     if op == "hdlc_max":  # an HDLC header declaring 0x7FF bytes, at a flag or anywhere
         flags = [j for j, b in enumerate(data) if b == 0x7E]
-        j = draw(st.sampled_from(flags)) if flags and draw(st.booleans()) else i
+        at_flag = bool(flags) and draw(st.booleans())
+        j = draw(st.sampled_from(flags)) if at_flag else i
         data[j : j + 3] = b"\x7e\xa7\xff"
     elif op == "mbus_255":
         data[i:i] = b"\x68\xff\xff\x68"
@@ -263,11 +269,14 @@ def test_fuzz_parse_hdlc_mbus_frame(raw: bytes) -> None:
 def _assemble(pieces: list[bytes]) -> None:
     blocks, segments = BlockAssembler(), SegmentAssembler()
     for i, piece in enumerate(pieces):
-        for fn, arg in ((blocks.add, piece), (segments.add, LinkFrame(LinkLayer.HDLC, piece, piece, bool(i % 2), not i % 3))):
-            try:
-                fn(arg, i * 1_000_000)  # type: ignore[operator]
-            except MeterpipeError:
-                pass
+        try:
+            blocks.add(piece, i * 1_000_000)
+        except MeterpipeError:
+            pass
+        try:
+            segments.add(LinkFrame(LinkLayer.HDLC, piece, piece, bool(i % 2), not i % 3), i * 1_000_000)
+        except MeterpipeError:
+            pass
 
 
 GBT = b"\xe0\x40\x00\x01\x00\x00\x05\x0f\x00\x00\x00\x01"
@@ -404,13 +413,13 @@ def _lying_mbus(rng: random.Random) -> Iterator[bytes]:
         yield bytes(out[:CHUNK])
 
 
-ADDR = {"destination": b"\x03", "source": b"\x21"}
+
 
 
 def _endless_segments(rng: random.Random) -> Iterator[bytes]:
     """Valid HDLC frames (checksums right) of one segmented push that never ends."""
-    first = enc.hdlc_frame(enc.LLC_HEADER + b"\x0f" + rng.randbytes(200), segmented=True, **ADDR)
-    more = enc.hdlc_frame(rng.randbytes(1000), segmented=True, **ADDR)
+    first = enc.hdlc_frame(enc.LLC_HEADER + b"\x0f" + rng.randbytes(200), segmented=True, destination=b"\x03", source=b"\x21")
+    more = enc.hdlc_frame(rng.randbytes(1000), segmented=True, destination=b"\x03", source=b"\x21")
     yield first
     for _ in range(TEN_MB // len(more)):
         yield more
@@ -420,7 +429,7 @@ def _endless_blocks(rng: random.Random) -> Iterator[bytes]:
     """Valid HDLC frames carrying GBT blocks 1, 2, 3 ... of a push whose last block never comes."""
     for number in range(1, TEN_MB // 950 + 2):
         block = bytes([0xE0, 0x40]) + number.to_bytes(2, "big") + b"\x00\x00" + b"\x82\x03\xb6" + rng.randbytes(950)
-        yield enc.hdlc_frame((enc.LLC_HEADER if number == 1 else b"") + block, **ADDR)
+        yield enc.hdlc_frame((enc.LLC_HEADER if number == 1 else b"") + block, destination=b"\x03", source=b"\x21")
 
 
 @pytest.mark.parametrize("source", [_garbage, _lying_hdlc, _lying_mbus, _endless_segments, _endless_blocks],
@@ -514,8 +523,8 @@ def test_garbage_between_valid_frames_on_a_pty_through_reader_and_decoder() -> N
     rng = random.Random(2024)
     sim = MeterSimulator("e450", key=GARBAGE_KEY, auth_key=GARBAGE_AUTH, seed=3)
     t0 = datetime(2024, 5, 1, 12, 0, 0)
-    sent = []
-    got = []
+    sent: list[dict[str, Any]] = []
+    got: list[Any] = []
     try:
         deadline = time.monotonic() + 10
         while not reader.port.is_open:
