@@ -49,6 +49,10 @@ def test_replay_buffer_answers_only_for_named_meters_after_their_cursor() -> Non
     assert buf.since({"house": 2}) == [b"h3", b"h4"]  # h1 and h2 fell out of the 3-slot buffer
     assert buf.since({}) == []
     assert buf.since({"flat": 0, "house": 3}) == [b"h4", b"f"]
+    small = ReplayBuffer(capacity=100, max_bytes=10)
+    for i in range(1, 5):
+        small.add("house", i, b"12345")
+    assert small.since({"house": 0}) == [b"12345", b"12345"] and small.size == 10
 
 
 def test_subscriber_gets_missed_pushes_once_then_live_ones(tmp_path: Path) -> None:
