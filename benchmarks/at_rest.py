@@ -26,20 +26,25 @@ import argparse
 import datetime as dt
 import json
 import os
+import subprocess
 import sys
 import threading
+from collections import Counter
+from pathlib import Path
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import _harness as h
+from _reference import ReferenceSetupError
 
 TARGET_CPU_PCT = 0.5
 TARGET_PSS_MB = 120.0
 METER = "m1"
+PROFILE_DIR = Path("/tmp/meterpipe-at-rest-profile")
 
 
-class Counter:
+class Delivered:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.mp = 0
@@ -69,7 +74,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             csv_dir=rundir / "csv", mqtt_port=broker.port)
     sup = h.Supervisor(rundir, config)
     ref = None if args.no_reference else h.Reference(rundir, ref_pty.path, key, broker.port)
-    counter = Counter()
+    counter = Delivered()
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-at-rest")
     client.on_message = counter.on_message
     load_before = h.loadavg()
@@ -104,6 +109,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         watched = dict(pids)
         if ref_pid is not None:
             watched["reference"] = ref_pid
+        spies = start_profilers(args.profile, pids, args.seconds) if args.profile else []
         first = h.sample(watched)
         start = time.monotonic()
         k = 0
@@ -118,6 +124,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         while (left := start + args.seconds - time.monotonic()) > 0:
             time.sleep(left)
         last = h.sample(watched)
+        for proc in spies:
+            proc.wait(timeout=60)
         time.sleep(0.5)
         client.loop_stop()
         client.disconnect()
@@ -148,12 +156,44 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def start_profilers(py_spy: str, pids: dict[str, int], seconds: float) -> list[subprocess.Popen[bytes]]:
+    """py-spy record (collapsed stacks, 100 Hz, idle excluded) of every meterpipe process."""
+    PROFILE_DIR.mkdir(exist_ok=True)
+    for old in PROFILE_DIR.glob("*.txt"):
+        old.unlink()
+    procs = []
+    for name, pid in pids.items():
+        out = PROFILE_DIR / f"{name}.txt"
+        procs.append(subprocess.Popen([py_spy, "record", "--format", "raw", "--rate", "100", "--nonblocking",
+                                       "--duration", str(int(seconds)), "--pid", str(pid), "--output", str(out)],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    return procs
+
+
+def profile_lines(top: int = 4) -> list[str]:
+    """The busiest collapsed stacks (innermost 3 frames) per process, from the py-spy files."""
+    lines = []
+    for path in sorted(PROFILE_DIR.glob("*.txt")):
+        counts: Counter[str] = Counter()
+        for row in path.read_text().splitlines():
+            stack, _, n = row.rpartition(" ")
+            frames = stack.split(";")
+            counts[" <- ".join(reversed(frames[-3:]))] += int(n)
+        total = sum(counts.values())
+        lines.append(f"  profile {path.stem}: {total} samples at 100 Hz while busy")
+        for where, samples in counts.most_common(top):
+            lines.append(f"    {samples:5d}  {where}")
+    return lines
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--seconds", type=float, default=300, help="measured window (default 300)")
     p.add_argument("--interval", type=float, default=5.0, help="seconds between pushes (default 5)")
     p.add_argument("--settle", type=float, default=5.0, help="seconds after the first push before measuring")
     p.add_argument("--no-reference", action="store_true", help="meterpipe only")
+    p.add_argument("--profile", metavar="PY_SPY", help="path of py-spy: sample every meterpipe process "
+                   f"(collapsed stacks into {PROFILE_DIR}); this costs CPU, so not for the figures")
     args = p.parse_args(argv)
     if args.seconds <= 0 or args.interval <= 0:
         p.error("--seconds and --interval must be > 0")
@@ -166,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     t = time.monotonic()
     try:
         res = run(args)
-    except (RuntimeError, h._reference.ReferenceSetupError) as exc:
+    except (RuntimeError, ReferenceSetupError) as exc:
         print(f"error: {exc}")
         return 1
     mp, ref = res["meterpipe"], res["reference"]
@@ -184,6 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ref is not None:
         print(f"reference (1 process): {ref['cpu_pct']:.3f} % of one core ({ref['cpu_s']} CPU s), "
               f"PSS {ref['pss_mb']} MB (RSS {ref['rss_mb']} MB)")
+    if args.profile:
+        print("\n".join(profile_lines()))
     print(f"load average before {res['load_before']}, after {res['load_after']}")
     summary = {
         "benchmark": "at_rest", **res,

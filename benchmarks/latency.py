@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import _harness as h
+from _reference import ReferenceSetupError
 
 METER = "m1"
 T0 = dt.datetime(2024, 1, 1, 12, 0, 0)  # meter clock of push 0 (naive, as the meter sends it)
@@ -199,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     t = time.monotonic()
     try:
         res = run(args)
-    except (RuntimeError, h._reference.ReferenceSetupError) as exc:
+    except (RuntimeError, ReferenceSetupError) as exc:
         print(f"error: {exc}")
         return 1
     mp, ref = res["meterpipe"], res["reference"]
