@@ -129,6 +129,36 @@ def parse_mbus(raw: bytes) -> LinkFrame:
     return LinkFrame(LinkLayer.MBUS, raw, data, more=False, first=True)
 
 
+_WAIT, _GOOD, _NOT_HDLC, _BAD_HCS = range(4)
+
+
+def _hdlc_header(buf: bytearray, total: int) -> int:
+    """Judge the header of a (maybe partly received) HDLC frame as soon as it is in.
+
+    A garbage byte pair that looks like a frame start may declare up to 2049
+    bytes; judging the header first saves waiting for all of them, and judging it
+    the same way however the bytes were split keeps the outcome chunk-independent.
+    """
+    end = min(len(buf), total)
+    pos = 3
+    for _ in range(2):  # destination, then source address: 1 to 4 bytes, the last has bit 0 set
+        for i in range(4):
+            if pos + i >= end:
+                return _WAIT
+            if buf[pos + i] & 1:
+                pos += i + 1
+                break
+        else:
+            return _NOT_HDLC
+    control_end = pos + 1
+    if control_end + 2 >= total - 3:  # no information field, so no HCS
+        return _GOOD
+    if len(buf) < control_end + 2:
+        return _WAIT
+    hcs = buf[control_end] | (buf[control_end + 1] << 8)
+    return _GOOD if crc16_x25(bytes(buf[1:control_end])) == hcs else _BAD_HCS
+
+
 class Framer:
     """Cuts HDLC and/or M-Bus long frames out of a byte stream (sans-IO)."""
 
@@ -190,6 +220,14 @@ class Framer:
                     continue
             else:
                 total = buf[1] + 6
+            if buf[0] == HDLC_FLAG:
+                header = _hdlc_header(buf, total)
+                if header == _NOT_HDLC:
+                    self._discard(1)
+                    continue
+                if header == _BAD_HCS:  # noise in the header, or a false start: do not wait for it
+                    self._discard(1)
+                    raise ChecksumError("HDLC header check sequence (HCS) mismatch", data=bytes(buf[:16]))
             if len(buf) < total:
                 if len(buf) > self._max:
                     kept = len(buf)

@@ -150,9 +150,20 @@ def test_garbage_is_skipped_and_counted() -> None:
     assert len(frames) == 1 and framer.skipped == len(junk)
 
 
+_HEADER = bytes([0xA7, 0xFF, 0x03, 0x03, 0x13])
+NEVER_ENDING = b"\x7e" + _HEADER + crc16_x25(_HEADER).to_bytes(2, "little") + bytes(100)
+
+
+def test_false_start_is_dropped_without_waiting_for_its_declared_length() -> None:
+    framer = Framer()
+    good = hdlc(LLC + APDU)
+    framer.feed(b"\x7e\xa7\xff\x03\x03\x13\x00\x00" + good)  # header with a wrong HCS, then a frame
+    assert [f.raw for f in drain(framer) if isinstance(f, LinkFrame)] == [good]
+
+
 def test_buffer_cap_raises_overflow_then_recovers() -> None:
     framer = Framer(max_buffer=64)
-    framer.feed(b"\x7e\xa7\xff" + bytes(100))  # declares 2,047 bytes, never completes
+    framer.feed(NEVER_ENDING)  # a valid header declaring 2,047 bytes, never completed
     out = drain(framer)
     assert len(out) == 1 and isinstance(out[0], BufferOverflowError) and out[0].kind == "truncated"
     assert framer.buffered == 0
@@ -163,7 +174,7 @@ def test_buffer_cap_raises_overflow_then_recovers() -> None:
 
 def test_meter_decoder_reports_overflow_and_decodes_the_next_push() -> None:
     decoder = MeterDecoder("m", max_buffer=64)
-    out = decoder.feed(b"\x7e\xa7\xff" + bytes(100))
+    out = decoder.feed(NEVER_ENDING)
     assert [o.kind for o in out if isinstance(o, MeterpipeError)] == ["truncated"]
     (push,) = decoder.feed(hdlc(LLC + APDU))
     assert isinstance(push, Push) and push.readings[0].value == 0x1234
