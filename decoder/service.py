@@ -33,7 +33,7 @@ from meterpipe.decoder.status import MeterStatus
 
 log = logging.getLogger(__name__)
 
-POLL_MS = 200
+POLL_MS = 500  # idle wake-ups twice a second; SIGTERM is seen within half a second
 
 
 class DecoderService:

@@ -69,10 +69,11 @@ def json_topic(base: str, meter: str) -> str:
 
 
 def meterpipe_messages(msg: ReadingsMessage, base: str, qos: int, retain: bool) -> list[OutMessage]:
-    out = [OutMessage(value_topic(base, msg.meter, r.name), r.text().encode("utf-8"), qos, retain)
-           for r in msg.push.readings]
+    """The whole push as JSON first (one message, the least latency for it), then a topic per value."""
     doc = json.dumps(readings_json(msg), separators=(",", ":"), ensure_ascii=False)
-    out.append(OutMessage(json_topic(base, msg.meter), doc.encode("utf-8"), qos, retain))
+    out = [OutMessage(json_topic(base, msg.meter), doc.encode("utf-8"), qos, retain)]
+    out += [OutMessage(value_topic(base, msg.meter, r.name), r.text().encode("utf-8"), qos, retain)
+            for r in msg.push.readings]
     return out
 
 

@@ -49,7 +49,7 @@ from meterpipe.common.schema import (
 log = logging.getLogger(__name__)
 
 RCVHWM = 100_000
-POLL_MS = 200
+POLL_MS = 500  # idle wake-ups twice a second; SIGTERM is seen within half a second
 
 
 class Handler(Protocol):
@@ -210,11 +210,17 @@ def run_subscriber(
             dispatch(READING_TOPIC + b"replay", payload, handler, tracker)
         if replayed.payloads:
             log.info("caught up: %d push(es) replayed by the decoder", len(replayed.payloads))
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        watched: tuple[int, ...] = ()
         while not stop():
-            poller = zmq.Poller()
-            poller.register(sock, zmq.POLLIN)
-            for fd in handler.poll_fds():
-                poller.register(fd, zmq.POLLIN)
+            fds = tuple(handler.poll_fds())
+            if fds != watched:  # the MQTT socket changes on reconnect: re-register only then
+                for fd in watched:
+                    poller.unregister(fd)
+                for fd in fds:
+                    poller.register(fd, zmq.POLLIN)
+                watched = fds
             events = dict(poller.poll(poll_ms))
             if sock in events:
                 # drain what is queued, but give tick() a turn now and then

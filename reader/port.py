@@ -27,7 +27,7 @@ from meterpipe.common.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-READ_TIMEOUT: Final = 0.2  # seconds a read may block: bounds the loop's reaction time
+READ_TIMEOUT: Final = 0.5  # seconds a read may block: bounds the reaction time (and the idle wake-ups: 2/s)
 READ_MAX: Final = 4096
 
 
