@@ -26,7 +26,7 @@ def test_meterpipe_layout_topics_and_values() -> None:
     doc = json.loads(by_topic["meterpipe/house/json"])
     assert doc["seq"] == 3 and doc["meter"] == "house" and doc["meter_id"] == "LGZ1030655933512"
     assert {"obis": "1-0:32.7.0", "name": "voltage_l1", "value": 230.1, "unit": "V"} in doc["readings"]
-    assert out[-1].topic == "meterpipe/house/json"
+    assert out[0].topic == "meterpipe/house/json"  # the whole push goes first
 
 
 def test_smartmeter_datacollector_layout() -> None:
