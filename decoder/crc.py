@@ -1,21 +1,22 @@
-"""Checksums of the link layers: CRC-16/X.25 (HDLC HCS/FCS) and the M-Bus byte sum."""
+"""Checksums of the link layers: CRC-16/X.25 (HDLC HCS/FCS), CRC-16/ARC (DSMR) and the M-Bus byte sum."""
 
 from __future__ import annotations
 
 import binascii
 
 
-def _table() -> tuple[int, ...]:
+def _reflected_table(poly: int) -> tuple[int, ...]:
     table = []
     for byte in range(256):
         crc = byte
         for _ in range(8):
-            crc = (crc >> 1) ^ 0x8408 if crc & 1 else crc >> 1
+            crc = (crc >> 1) ^ poly if crc & 1 else crc >> 1
         table.append(crc)
     return tuple(table)
 
 
-_TABLE = _table()
+_TABLE = _reflected_table(0x8408)  # X.25: 0x1021 reflected
+_ARC = _reflected_table(0xA001)  # ARC: 0x8005 reflected
 
 
 # CRC-16/X.25 is CRC-16/CCITT with every byte and the result bit-reversed, so
@@ -43,6 +44,14 @@ def crc16_x25_reference(data: bytes | memoryview) -> int:
     for byte in data:
         crc = (crc >> 8) ^ table[(crc ^ byte) & 0xFF]
     return crc ^ 0xFFFF
+
+
+def crc16_arc(data: bytes) -> int:
+    """CRC-16/ARC (reflected 0x8005, init 0), as DSMR 4 and 5 sign P1 telegrams."""
+    crc = 0
+    for byte in data:
+        crc = (crc >> 8) ^ _ARC[(crc ^ byte) & 0xFF]
+    return crc
 
 
 def mbus_checksum(data: bytes | memoryview) -> int:

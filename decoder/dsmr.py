@@ -22,7 +22,8 @@ from typing import Final
 
 from meterpipe.common.errors import BufferOverflowError, ChecksumError, FrameError
 from meterpipe.common.schema import LinkLayer, Push, Reading
-from meterpipe.decoder.link import DEFAULT_MAX_BUFFER, NEED_DATA, LinkFrame, NeedData
+from meterpipe.decoder.crc import crc16_arc
+from meterpipe.decoder.link import DEFAULT_MAX_BUFFER, NEED_DATA, ByteBuffer, LinkFrame, NeedData
 from meterpipe.decoder.obis import reading_name
 
 _START: Final = re.compile(rb"/[A-Za-z]{3}\d")
@@ -35,44 +36,11 @@ _LOCAL_TIME: Final = re.compile(r"^(\d{4})(\d{2})(\d{2}) (\d{2}):(\d{2}):(\d{2})
 MAX_TELEGRAM: Final = 8 * 1024
 
 
-def _arc_table() -> tuple[int, ...]:
-    table = []
-    for byte in range(256):
-        crc = byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
-        table.append(crc)
-    return tuple(table)
-
-
-_ARC: Final = _arc_table()
-
-
-def crc16_arc(data: bytes) -> int:
-    """CRC-16/ARC (reflected 0x8005, init 0), as DSMR 4 and 5 sign telegrams."""
-    crc = 0
-    for byte in data:
-        crc = (crc >> 8) ^ _ARC[(crc ^ byte) & 0xFF]
-    return crc
-
-
-class TelegramBuffer:
+class TelegramBuffer(ByteBuffer):
     """Cuts DSMR telegrams out of a byte stream; the same interface as link.Framer."""
 
     def __init__(self, max_buffer: int = DEFAULT_MAX_BUFFER) -> None:
-        self._buf = bytearray()
-        self._max = max(max_buffer, MAX_TELEGRAM)
-        self.skipped = 0
-
-    @property
-    def buffered(self) -> int:
-        return len(self._buf)
-
-    def feed(self, data: bytes) -> None:
-        self._buf += data
-
-    def reset(self) -> None:
-        self._buf.clear()
+        super().__init__(max(max_buffer, MAX_TELEGRAM))
 
     def next_frame(self) -> LinkFrame | NeedData:
         start = _START.search(self._buf)

@@ -159,14 +159,10 @@ def _hdlc_header(buf: bytearray, total: int) -> int:
     return _GOOD if crc16_x25(bytes(buf[1:control_end])) == hcs else _BAD_HCS
 
 
-class Framer:
-    """Cuts HDLC and/or M-Bus long frames out of a byte stream (sans-IO)."""
+class ByteBuffer:
+    """The bytes a frame cutter holds, capped at ``max_buffer``; what it skipped."""
 
-    def __init__(self, link: LinkLayer = LinkLayer.AUTO, max_buffer: int = DEFAULT_MAX_BUFFER) -> None:
-        if link not in (LinkLayer.HDLC, LinkLayer.MBUS, LinkLayer.AUTO):
-            raise ValueError(f"the framer cuts hdlc or mbus streams, not {link.value}")
-        self._hdlc = link in (LinkLayer.HDLC, LinkLayer.AUTO)
-        self._mbus = link in (LinkLayer.MBUS, LinkLayer.AUTO)
+    def __init__(self, max_buffer: int = DEFAULT_MAX_BUFFER) -> None:
         self._buf = bytearray()
         self._max = max_buffer
         self.skipped = 0  # bytes discarded because no frame could start there
@@ -180,6 +176,17 @@ class Framer:
 
     def reset(self) -> None:
         self._buf.clear()
+
+
+class Framer(ByteBuffer):
+    """Cuts HDLC and/or M-Bus long frames out of a byte stream (sans-IO)."""
+
+    def __init__(self, link: LinkLayer = LinkLayer.AUTO, max_buffer: int = DEFAULT_MAX_BUFFER) -> None:
+        if link not in (LinkLayer.HDLC, LinkLayer.MBUS, LinkLayer.AUTO):
+            raise ValueError(f"the framer cuts hdlc or mbus streams, not {link.value}")
+        super().__init__(max_buffer)
+        self._hdlc = link in (LinkLayer.HDLC, LinkLayer.AUTO)
+        self._mbus = link in (LinkLayer.MBUS, LinkLayer.AUTO)
 
     def _start(self) -> int:
         """Index of the first byte that could open a frame, or -1."""

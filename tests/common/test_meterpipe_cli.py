@@ -89,7 +89,7 @@ def test_check_config_ok_shows_fingerprints_not_keys(tmp_path: Path, env: dict[s
     (tmp_path / "auth.key").write_text(AUTH.lower() + "\n")
     (tmp_path / "auth.key").chmod(0o600)
     path = tmp_path / "meterpipe.toml"
-    path.write_text(textwrap.dedent(f"""\
+    path.write_text(textwrap.dedent("""\
         [[meters]]
         name = "house"
         port = "/dev/ttyUSB0"

@@ -20,12 +20,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from hypothesis import strategies as st
-
 from meterpipe.common.errors import MeterpipeError
-from meterpipe.decoder.axdr import BitString, DateBytes, DateTimeBytes, Structure, TimeBytes
-from meterpipe.decoder.apdu import cosem_datetime
-from meterpipe.decoder.link import NEED_DATA, Framer, LinkFrame, parse_frame
 from meterpipe.common.schema import LinkLayer
+from meterpipe.decoder.apdu import cosem_datetime
+from meterpipe.decoder.axdr import (
+    BitString,
+    DateBytes,
+    DateTimeBytes,
+    Structure,
+    TimeBytes,
+)
+from meterpipe.decoder.link import NEED_DATA, Framer, LinkFrame, parse_frame
 from meterpipe.decoder.reassembly import GBT_TAG, BlockAssembler, SegmentAssembler
 from meterpipe.decoder.security import CIPHERED_TAGS, decrypt, parse_ciphered
 
@@ -343,3 +348,19 @@ def only_meterpipe_errors(fn: Any, *args: Any, **kwargs: Any) -> Any:
         return fn(*args, **kwargs)
     except MeterpipeError as exc:
         return exc
+
+
+def drain(framer: Framer | Any, limit: int = 100_000) -> list[LinkFrame | MeterpipeError]:
+    """Every frame and error a frame cutter gives before it asks for more data."""
+    out: list[LinkFrame | MeterpipeError] = []
+    for _ in range(limit):
+        try:
+            frame = framer.next_frame()
+        except MeterpipeError as exc:
+            out.append(exc)
+            continue
+        if frame is NEED_DATA:
+            return out
+        assert isinstance(frame, LinkFrame)
+        out.append(frame)
+    raise AssertionError("the framer never asked for more data")

@@ -6,11 +6,12 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-
 from meterpipe.common.errors import MeterpipeError
 from meterpipe.common.schema import LinkLayer, Push
-from meterpipe.decoder.dsmr import crc16_arc, dsmr_time
+from meterpipe.decoder.crc import crc16_arc
+from meterpipe.decoder.dsmr import dsmr_time
 from meterpipe.decoder.session import MeterDecoder
+
 from tests.conftest import CORPUS, needs_corpus, vector
 
 DSMR = [v for v in CORPUS if v["transport"] == "dsmr"]

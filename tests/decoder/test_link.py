@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import pytest
-
-from meterpipe.common.errors import BufferOverflowError, ChecksumError, FrameError, MeterpipeError
+from meterpipe.common.errors import (
+    BufferOverflowError,
+    ChecksumError,
+    FrameError,
+    MeterpipeError,
+)
 from meterpipe.common.schema import LinkLayer, Push
 from meterpipe.decoder.crc import crc16_x25, mbus_checksum
-from meterpipe.decoder.link import NEED_DATA, Framer, LinkFrame, parse_frame, parse_hdlc, parse_mbus
+from meterpipe.decoder.link import (
+    NEED_DATA,
+    Framer,
+    LinkFrame,
+    parse_frame,
+    parse_hdlc,
+    parse_mbus,
+)
 from meterpipe.decoder.session import MeterDecoder
+
 from tests.conftest import needs_corpus, vector
-from tests.decoder.strategies import link_frames
+from tests.decoder.strategies import drain, link_frames
 
 # A whole data-notification: no date-time, body {1-0:1.8.0, 4660}
 APDU = bytes.fromhex("0f0000000100" "0202" "09060100010800ff" "0600001234")
@@ -30,20 +42,6 @@ def mbus(data: bytes, *, ci: int, c: int = 0x53, a: int = 0xFF) -> bytes:
     """A wired M-Bus long frame."""
     body = bytes([c, a, ci]) + data
     return bytes([0x68, len(body), len(body), 0x68]) + body + bytes([mbus_checksum(body), 0x16])
-
-
-def drain(framer: Framer) -> list[LinkFrame | MeterpipeError]:
-    out: list[LinkFrame | MeterpipeError] = []
-    while True:
-        try:
-            frame = framer.next_frame()
-        except MeterpipeError as exc:
-            out.append(exc)
-            continue
-        if frame is NEED_DATA:
-            return out
-        assert isinstance(frame, LinkFrame)
-        out.append(frame)
 
 
 def test_crc16_x25_and_mbus_checksum_known_answers() -> None:

@@ -15,18 +15,19 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from meterpipe.common.errors import MeterpipeError
 from meterpipe.common.schema import LinkLayer, Push
 from meterpipe.decoder import axdr, gurux_adapter
 from meterpipe.decoder.apdu import parse_notification
-from meterpipe.decoder.link import NEED_DATA, Framer, LinkFrame, parse_hdlc, parse_mbus
+from meterpipe.decoder.link import Framer, LinkFrame, parse_hdlc, parse_mbus
 from meterpipe.decoder.mapping import map_body
 from meterpipe.decoder.reassembly import BlockAssembler, SegmentAssembler
 from meterpipe.decoder.security import parse_ciphered
 from meterpipe.decoder.session import MeterDecoder
+
 from tests.conftest import DLMS_VECTORS, keys, model_hint
 from tests.decoder import strategies as s
+from tests.decoder.strategies import drain
 
 ROBUST = settings(
     max_examples=s.examples(150),
@@ -88,21 +89,6 @@ ANY_STREAM = st.one_of(st.binary(max_size=600), mutated(_or_random(STREAMS)))
 ANY_FRAME = st.one_of(st.binary(max_size=300), mutated(_or_random(FRAMES)))
 ANY_APDU = st.one_of(st.binary(max_size=600), mutated(_or_random(APDUS)))
 ANY_PLAIN = st.one_of(st.binary(max_size=600), mutated(_or_random(PLAIN)), st.binary(max_size=300).map(lambda b: b"\x0f\x00\x00\x00\x01\x00" + b))
-
-
-def drain(framer: Framer, limit: int = 10_000) -> list[LinkFrame | MeterpipeError]:
-    out: list[LinkFrame | MeterpipeError] = []
-    for _ in range(limit):
-        try:
-            frame = framer.next_frame()
-        except MeterpipeError as exc:
-            out.append(exc)
-            continue
-        if frame is NEED_DATA:
-            return out
-        assert isinstance(frame, LinkFrame)
-        out.append(frame)
-    raise AssertionError("framer never asked for more data")
 
 
 # --- every layer: a result or a MeterpipeError -------------------------------------

@@ -39,7 +39,6 @@ from tests.reliability.conftest import (
     SinkResult,
     kill,
     start_sim,
-    three_meters,
     wait_new_pid,
     wait_open,
 )

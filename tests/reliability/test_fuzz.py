@@ -42,19 +42,34 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from meterpipe.common.errors import MeterpipeError
 from meterpipe.common.schema import LinkLayer, Push
 from meterpipe.decoder import axdr, gurux_adapter
 from meterpipe.decoder.apdu import parse_notification
-from meterpipe.decoder.link import DEFAULT_MAX_BUFFER, NEED_DATA, Framer, LinkFrame, parse_frame, parse_hdlc, parse_mbus
+from meterpipe.decoder.link import (
+    DEFAULT_MAX_BUFFER,
+    Framer,
+    LinkFrame,
+    parse_frame,
+    parse_hdlc,
+    parse_mbus,
+)
 from meterpipe.decoder.mapping import map_body
 from meterpipe.decoder.reassembly import MAX_APDU, BlockAssembler, SegmentAssembler
 from meterpipe.decoder.security import decrypt, parse_ciphered
 from meterpipe.decoder.session import MeterDecoder
 from meterpipe.reader import encoding as enc
+
 from tests.conftest import DLMS_VECTORS, keys
-from tests.decoder.test_properties import APDUS, FRAMES, PLAIN, STREAMS, _or_random, mutated
+from tests.decoder.strategies import drain
+from tests.decoder.test_properties import (
+    APDUS,
+    FRAMES,
+    PLAIN,
+    STREAMS,
+    _or_random,
+    mutated,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -213,21 +228,6 @@ BUDGET_SHARE = {
     "MeterDecoder.feed_apdu": 8_000,
 }
 assert sum(BUDGET_SHARE.values()) == FUZZ_BUDGET
-
-
-def drain(framer: Framer) -> list[LinkFrame | MeterpipeError]:
-    out: list[LinkFrame | MeterpipeError] = []
-    for _ in range(100_000):
-        try:
-            frame = framer.next_frame()
-        except MeterpipeError as exc:
-            out.append(exc)
-            continue
-        if frame is NEED_DATA:
-            return out
-        assert isinstance(frame, LinkFrame)
-        out.append(frame)
-    raise AssertionError("the framer never asked for more data")
 
 
 def _frame_all_links(data: bytes) -> int:
@@ -491,13 +491,13 @@ def test_garbage_between_valid_frames_on_a_pty_through_reader_and_decoder() -> N
     from datetime import datetime, timedelta
 
     import zmq
-
     from meterpipe.common.config import MeterConfig
     from meterpipe.common.schema import READING_TOPIC, decode_readings
     from meterpipe.decoder.service import DecoderService
     from meterpipe.reader.port import open_serial
     from meterpipe.reader.service import ReaderService, connect_frames_socket
     from meterpipe.reader.simulator import MeterSimulator
+
     from tests.integration.harness import _comparable, as_values, cleanup, short_dir
 
     rundir = short_dir()

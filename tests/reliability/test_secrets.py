@@ -17,8 +17,6 @@ import base64
 import os
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -30,12 +28,25 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 import zmq
-from paho.mqtt.enums import CallbackAPIVersion
-
 from meterpipe.common.config import load_config
 from meterpipe.common.schema import decode_status
-from meterpipe.common.supervise import reader_programs, supervisor_env, supervisord_command, write_programs
-from tests.integration.harness import SimMeter, Supervisor, cleanup, short_dir, start_simulator, stop_process
+from meterpipe.common.supervise import (
+    reader_programs,
+    supervisor_env,
+    supervisord_command,
+    write_programs,
+)
+from paho.mqtt.enums import CallbackAPIVersion
+
+from tests.integration.harness import (
+    SimMeter,
+    Supervisor,
+    cleanup,
+    short_dir,
+    start_simulator,
+    stop_process,
+)
+from tests.publishers.conftest import free_port, wait_port
 
 pytestmark = pytest.mark.slow
 
@@ -61,23 +72,6 @@ def password_forms(password: str) -> set[bytes]:
 
 def leaks(data: bytes, secrets_: dict[str, set[bytes]]) -> list[str]:
     return [name for name, forms in secrets_.items() if any(f in data for f in forms)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"nothing listens on 127.0.0.1:{port}")
 
 
 class AppendingSupervisor(Supervisor):
