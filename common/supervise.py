@@ -114,8 +114,19 @@ def run_main(argv: Sequence[str] | None = None) -> int:
 
 
 def status_main(argv: Sequence[str] | None = None) -> int:
+    """Print every process's state; exit 0 when all enabled ones run, 3 otherwise."""
     _parser("meterpipe status", "Show the state of every meterpipe process.").parse_args(argv)
-    return supervisorctl(runtime_dir(create=False), "status")
+    rundir = runtime_dir(create=False)
+    if not (rundir / "supervisor.sock").exists():
+        print(f"meterpipe is not running (no control socket in {rundir}); start it with `meterpipe run`")
+        return 3
+    command = [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(supervisord_conf()), "status"]
+    result = subprocess.run(command, env=supervisor_env(None, rundir), capture_output=True, text=True, check=False)
+    print(result.stdout, end="")
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    # Publishers switched off in the config are never started: that is their normal state.
+    healthy = all(" RUNNING " in line or "Not started" in line for line in lines)
+    return 0 if lines and healthy else 3
 
 
 def stop_main(argv: Sequence[str] | None = None) -> int:

@@ -134,3 +134,32 @@ def test_reader_reconnects_when_its_pty_vanishes_and_returns(rundir: Path) -> No
         collector.stop()
     log = supervisor.output()
     assert log.count("lost") >= 1 and "open again" in log
+
+
+def test_meterpipe_run_status_and_stop(rundir: Path) -> None:
+    """The commands a user types: `meterpipe run` in the foreground, `status`, `stop`."""
+    import subprocess
+    import sys
+
+    config = write_config(rundir, [SimMeter("house", "am550")], push_interval=INTERVAL)
+    env = {**os.environ, "METERPIPE_RUNTIME_DIR": str(rundir / "rt")}
+    cli = [sys.executable, "-m", "meterpipe.common.cli"]
+    with open(rundir / "run.log", "wb") as log:
+        run = subprocess.Popen([*cli, "run", "--config", str(config)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        status = subprocess.run([*cli, "status"], env=env, capture_output=True, text=True)
+        while status.returncode != 0 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            status = subprocess.run([*cli, "status"], env=env, capture_output=True, text=True)
+        assert status.returncode == 0, status.stdout + (rundir / "run.log").read_text()
+        assert "decoder" in status.stdout and "readers:reader-house" in status.stdout
+        stop = subprocess.run([*cli, "stop"], env=env, capture_output=True, text=True)
+        assert stop.returncode == 0
+        assert run.wait(timeout=30) == 0
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    stopped = subprocess.run([*cli, "status"], env=env, capture_output=True, text=True)
+    assert stopped.returncode == 3 and "not running" in stopped.stdout
