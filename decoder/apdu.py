@@ -57,8 +57,8 @@ def cosem_datetime(raw: bytes) -> str | None:
         return None
 
 
-def parse_notification(apdu: bytes) -> Notification:
-    """Parse a data-notification APDU: ``0F invoke-id(4) date-time body``."""
+def notification_header(apdu: bytes) -> tuple[int, str | None, int]:
+    """(invoke id, date-time as ISO text, position of the body) of a data-notification."""
     if not apdu or apdu[0] != DATA_NOTIFICATION:
         tag = f"0x{apdu[0]:02x}" if apdu else "nothing"
         raise UnsupportedError(f"APDU {tag} is not a data-notification", data=apdu)
@@ -80,6 +80,12 @@ def parse_notification(apdu: bytes) -> Notification:
         raise UnsupportedError(f"data-notification date-time field starts with 0x{marker:02x}", data=apdu)
     if pos >= len(apdu):
         raise TruncatedError("data-notification without a body", data=apdu)
+    return invoke_id, time, pos
+
+
+def parse_notification(apdu: bytes) -> Notification:
+    """Parse a data-notification APDU: ``0F invoke-id(4) date-time body``."""
+    invoke_id, time, pos = notification_header(apdu)
     try:
         body = axdr.parse_all(apdu, pos)
     except UnsupportedError:

@@ -19,6 +19,7 @@ Unknown OBIS codes pass through with a name made from the code.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,7 +134,7 @@ def _tagged_entries(body: Any) -> tuple[list[Entry], list[Any]]:
     return entries, untagged
 
 
-def _text(value: Any) -> str | None:
+def text_of(value: Any) -> str | None:
     if isinstance(value, str):
         return value
     if isinstance(value, DateTimeBytes) or (isinstance(value, bytes) and len(value) == 12 and value[:1] in (b"\x07", b"\x08")):
@@ -148,38 +149,52 @@ def _text(value: Any) -> str | None:
 
 
 @functools.lru_cache(maxsize=4096)
-def _code_info(code: bytes) -> tuple[str, str, str | None]:
+def code_info(code: bytes) -> tuple[str, str, str | None]:
     """OBIS text, reading name and default unit of a code (the same few codes recur)."""
     return obis_text(code), reading_name(code), default_unit(code)
 
 
 def _reading(entry: Entry, model: str | None) -> Reading | None:
-    code, value = entry.code, entry.value
-    obis, name, unit_default = _code_info(code)
+    code = entry.code
+    obis, name, unit_default = code_info(code)
+    if entry.scaler is not None:
+        scaler = entry.scaler
+        unit = UNITS.get(entry.unit) if entry.unit is not None else unit_default
+    else:
+        scaler = models.default_scaler(model, code)
+        unit = unit_default
+    return make_reading(obis, name, entry.value, scaler, unit)
+
+
+def make_reading(obis: str, name: str, value: Any, scaler: int, unit: str | None) -> Reading | None:
+    """A Reading from a decoded value: numbers scaled exactly, identifiers as text."""
     if value is None or isinstance(value, list):
         return None
     if isinstance(value, (int, float)):
         mantissa, exponent = (value, 0) if type(value) is int else split_decimal(value)
-        if entry.scaler is not None:
-            scaler = entry.scaler
-            unit = UNITS.get(entry.unit) if entry.unit is not None else unit_default
-        else:
-            scaler = models.default_scaler(model, code)
-            unit = unit_default
         return Reading(obis, name, mantissa, exponent + scaler, unit)
-    text = _text(value)
+    text = text_of(value)
     if text is None:
         return None
     return Reading(obis, name, text, 0, None)
 
 
+def is_push_list(body: Any) -> bool:
+    """Does the body start with its push object list, one definition per member?"""
+    return (
+        isinstance(body, list)
+        and bool(body)
+        and isinstance(body[0], list)
+        and len(body[0]) == len(body)
+        and all(_is_capture_definition(d) for d in body[0])
+    )
+
+
 def _entries(body: Any, model: str | None) -> tuple[list[Entry], str | None]:
-    if isinstance(body, list) and body and isinstance(body[0], list) and body[0] and all(
-        _is_capture_definition(d) for d in body[0]
-    ) and len(body[0]) == len(body):
+    if is_push_list(body):
         return _push_list_entries(body), None
     entries, untagged = _tagged_entries(body)
-    list_id = next((_text(v) for v in untagged if isinstance(v, str) or (isinstance(v, bytes) and len(v) != 12)), None)
+    list_id = next((text_of(v) for v in untagged if isinstance(v, str) or (isinstance(v, bytes) and len(v) != 12)), None)
     time = next((cosem_datetime(v) for v in untagged if isinstance(v, bytes) and len(v) == 12), None)
     if entries:
         if list_id is not None:
@@ -194,7 +209,7 @@ def _entries(body: Any, model: str | None) -> tuple[list[Entry], str | None]:
     return [Entry(code, value, scaler, unit) for code, value, scaler, unit in positional], time
 
 
-def _is_clock(code: bytes) -> bool:
+def is_clock(code: bytes) -> bool:
     return code[0] == 0 and code[2:5] == CLOCK[2:5]
 
 
@@ -205,20 +220,21 @@ def map_body(body: Any, *, model: str | None = None) -> Mapped:
     readings = []
     by_code: dict[bytes, Reading] = {}
     for entry in entries:
-        if _is_clock(entry.code):  # 0-b:1.0.0, any channel: the push time, not a reading
-            time = time or _text(entry.value)
+        if is_clock(entry.code):  # 0-b:1.0.0, any channel: the push time, not a reading
+            time = time or text_of(entry.value)
             continue
         reading = _reading(entry, resolved)
         if reading is not None:
             readings.append(reading)
             by_code.setdefault(entry.code[:5], reading)
-    meter_id = None
+    return Mapped(tuple(readings), meter_id_of(by_code), time, resolved)
+
+
+def meter_id_of(by_code: Mapping[bytes, Reading]) -> str | None:
+    """The meter's identifier among the readings (keyed by the first five OBIS bytes)."""
     for a, c, d, e in METER_ID_CODES:
         for b in (0, 1):
             found = by_code.get(bytes((a, b, c, d, e)))
             if found is not None and isinstance(found.value, str):
-                meter_id = found.value
-                break
-        if meter_id:
-            break
-    return Mapped(tuple(readings), meter_id, time, resolved)
+                return found.value
+    return None

@@ -21,11 +21,12 @@ import logging
 
 from meterpipe.common.errors import DecryptError, FrameError, MeterpipeError, ReplayError
 from meterpipe.common.schema import LinkLayer, Push
-from meterpipe.decoder.apdu import parse_notification
+from meterpipe.decoder.apdu import notification_header, parse_notification
 from meterpipe.decoder.dsmr import parse_telegram
 from meterpipe.decoder.framing import make_framer
 from meterpipe.decoder.link import DEFAULT_MAX_BUFFER, LinkFrame, NeedData, parse_frame
 from meterpipe.decoder.mapping import map_body
+from meterpipe.decoder.pushlist import PushListCache
 from meterpipe.decoder.reassembly import DEFAULT_GAP_NS, GBT_TAG, BlockAssembler, SegmentAssembler
 from meterpipe.decoder.security import CIPHERED_TAGS, decrypt, parse_ciphered
 
@@ -56,6 +57,7 @@ class MeterDecoder:
         self._segments = SegmentAssembler(gap_ns)
         self._blocks = BlockAssembler(gap_ns)
         self._counters: dict[bytes, int] = {}
+        self._push_lists = PushListCache()
         self._told_unauthenticated = False
         self.frames_ok = 0
 
@@ -158,8 +160,13 @@ class MeterDecoder:
             if ciphered.authenticated and not authenticated:
                 self._tell_unauthenticated()
         try:
-            notification = parse_notification(apdu)
-            mapped = map_body(notification.body, model=self.model)
+            _, notification_time, pos = notification_header(apdu)
+            mapped = self._push_lists.decode(apdu, pos)
+            if mapped is None:
+                notification = parse_notification(apdu)
+                mapped = map_body(notification.body, model=self.model)
+                if not notification.via_gurux:
+                    self._push_lists.learn(apdu, pos, notification.body, self.model)
         except MeterpipeError as exc:
             if encrypted and not authenticated:
                 raise DecryptError(
@@ -170,7 +177,7 @@ class MeterDecoder:
             readings=mapped.readings,
             meter_id=mapped.meter_id,
             system_title=system_title.hex().upper() if system_title else None,
-            time=mapped.time or notification.time,  # the clock object, as the reference does
+            time=mapped.time or notification_time,  # the clock object, as the reference does
             encrypted=encrypted,
             authenticated=authenticated,
             invocation_counter=counter,
