@@ -105,7 +105,10 @@ def _flatten(value: Any, out: list[Any]) -> None:
             out.append(_ScalerUnit(value[0], value[1]))
             return
         for member in value:
-            _flatten(member, out)
+            if isinstance(member, list):
+                _flatten(member, out)
+            else:
+                out.append(member)  # most members are leaves: no call for them
     else:
         out.append(value)
 
@@ -193,7 +196,10 @@ def is_push_list(body: Any) -> bool:
 def _entries(body: Any, model: str | None) -> tuple[list[Entry], str | None]:
     if is_push_list(body):
         return _push_list_entries(body), None
-    entries, untagged = _tagged_entries(body)
+    if isinstance(body, list) and not any(isinstance(v, list) or looks_like_obis(v) for v in body):
+        entries, untagged = [], list(body)  # bare values (Kaifa, L+G without a push list): nothing to scan
+    else:
+        entries, untagged = _tagged_entries(body)
     list_id = next((text_of(v) for v in untagged if isinstance(v, str) or (isinstance(v, bytes) and len(v) != 12)), None)
     time = next((cosem_datetime(v) for v in untagged if isinstance(v, bytes) and len(v) == 12), None)
     if entries:

@@ -9,6 +9,7 @@ collector's per-model configuration) give.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
@@ -75,6 +76,7 @@ def detect_model(entries: Iterable["Entry"]) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=256)
 def _code(text: str) -> bytes:
     ab, cde = text.split(":")
     a, b = ab.split("-")
