@@ -157,15 +157,19 @@ def code_info(code: bytes) -> tuple[str, str, str | None]:
     return obis_text(code), reading_name(code), default_unit(code)
 
 
+@functools.lru_cache(maxsize=4096)
+def _register_info(code: bytes, model: str | None) -> tuple[str, str, str | None, int]:
+    """code_info and the model's scaler for a register sent without one, in one lookup."""
+    return (*code_info(code), models.default_scaler(model, code))
+
+
 def _reading(entry: Entry, model: str | None) -> Reading | None:
-    code = entry.code
-    obis, name, unit_default = code_info(code)
-    if entry.scaler is not None:
+    if entry.scaler is None:
+        obis, name, unit, scaler = _register_info(entry.code, model)
+    else:
+        obis, name, unit_default = code_info(entry.code)
         scaler = entry.scaler
         unit = UNITS.get(entry.unit) if entry.unit is not None else unit_default
-    else:
-        scaler = models.default_scaler(model, code)
-        unit = unit_default
     return make_reading(obis, name, entry.value, scaler, unit)
 
 
@@ -197,7 +201,8 @@ def _entries(body: Any, model: str | None) -> tuple[list[Entry], str | None]:
     if is_push_list(body):
         return _push_list_entries(body), None
     if isinstance(body, list) and not any(isinstance(v, list) or looks_like_obis(v) for v in body):
-        entries, untagged = [], list(body)  # bare values (Kaifa, L+G without a push list): nothing to scan
+        entries: list[Entry] = []
+        untagged = list(body)  # bare values (Kaifa, L+G without a push list): nothing to scan
     else:
         entries, untagged = _tagged_entries(body)
     list_id = next((text_of(v) for v in untagged if isinstance(v, str) or (isinstance(v, bytes) and len(v) != 12)), None)
