@@ -25,7 +25,6 @@ import json
 import logging
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -34,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import _harness
 import _reference
 
 if TYPE_CHECKING:
@@ -243,16 +243,6 @@ def geomean(xs: Sequence[float]) -> float | None:
     return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs and all(x > 0 for x in xs) else None
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def measure(cases: list[Case], ref: _reference.ReferenceDriver | None,
             seconds: float, runs: int, warmup: float) -> list[Result]:
     results = []
@@ -359,8 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ratio": _round(ratio, 2),
         "per_capture": [r.as_json() for r in results + extra],
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "cpu": cpu_model(),
-                    "python": platform.python_version(), "cpus": os.cpu_count(), "pinned_cpu": cpu},
+        "machine": {**_harness.machine(), "pinned_cpu": cpu},
         "settings": {"seconds": args.seconds, "secondary_seconds": sec2, "runs": args.runs,
                      "warmup_seconds": warmup, "statistic": "median"},
         "reference": None if ref is None else {
