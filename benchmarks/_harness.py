@@ -28,7 +28,7 @@ import tty
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import _reference
 
@@ -377,3 +377,31 @@ class Reference:
 
 def cleanup(rundir: Path) -> None:
     shutil.rmtree(rundir, ignore_errors=True)
+
+
+class SideBySide(NamedTuple):
+    rundir: Path
+    sim: Any  # meterpipe.reader.simulator.MeterSimulator
+    mp_pty: "Pty"
+    ref_pty: "Pty"
+    broker: "Mosquitto"
+    sup: "Supervisor"
+    ref: "Reference | None"
+
+
+def side_by_side(prefix: str, meter: str, seed: int, interval: float, *, reference: bool) -> SideBySide:
+    """One simulated E450 (key, no auth key: the reference has no auth-key setting) whose
+    pushes go to two ptys: meterpipe under supervisord with CSV and MQTT, and the reference."""
+    from meterpipe.reader.simulator import MeterSimulator
+
+    rundir = short_dir(prefix)
+    key = os.urandom(16)
+    sim = MeterSimulator("e450", key=key, seed=seed)
+    mp_pty, ref_pty = Pty(), Pty()
+    broker = Mosquitto(rundir)
+    key_file = write_secret(rundir / "m1.key", key)
+    config = write_config(rundir, [MeterSpec(meter, mp_pty.path, key_file=key_file, push_interval=interval)],
+                          csv_dir=rundir / "csv", mqtt_port=broker.port)
+    sup = Supervisor(rundir, config)
+    ref = Reference(rundir, ref_pty.path, key, broker.port) if reference else None
+    return SideBySide(rundir, sim, mp_pty, ref_pty, broker, sup, ref)

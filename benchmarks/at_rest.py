@@ -62,18 +62,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from meterpipe.reader.simulator import MeterSimulator
-
-    rundir = h.short_dir("mpa-")
-    key = os.urandom(16)
-    sim = MeterSimulator("e450", key=key, seed=5)
-    mp_pty, ref_pty = h.Pty(), h.Pty()
-    broker = h.Mosquitto(rundir)
-    key_file = h.write_secret(rundir / "m1.key", key)
-    config = h.write_config(rundir, [h.MeterSpec(METER, mp_pty.path, key_file=key_file, push_interval=args.interval)],
-                            csv_dir=rundir / "csv", mqtt_port=broker.port)
-    sup = h.Supervisor(rundir, config)
-    ref = None if args.no_reference else h.Reference(rundir, ref_pty.path, key, broker.port)
+    rundir, sim, mp_pty, ref_pty, broker, sup, ref = h.side_by_side("mpa-", METER, 5, args.interval,
+                                                                    reference=not args.no_reference)
     counter = Delivered()
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-at-rest")
     client.on_message = counter.on_message

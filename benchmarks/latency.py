@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import sys
 import threading
 import time
@@ -79,18 +78,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from meterpipe.reader.simulator import MeterSimulator
-
-    rundir = h.short_dir("mpl-")
-    key = os.urandom(16)
-    sim = MeterSimulator("e450", key=key, seed=7)
-    mp_pty, ref_pty = h.Pty(), h.Pty()
-    broker = h.Mosquitto(rundir)
-    key_file = h.write_secret(rundir / "m1.key", key)
-    config = h.write_config(rundir, [h.MeterSpec(METER, mp_pty.path, key_file=key_file, push_interval=args.interval)],
-                            csv_dir=rundir / "csv", mqtt_port=broker.port)
-    sup = h.Supervisor(rundir, config)
-    ref = None if args.no_reference else h.Reference(rundir, ref_pty.path, key, broker.port)
+    rundir, sim, mp_pty, ref_pty, broker, sup, ref = h.side_by_side("mpl-", METER, 7, args.interval,
+                                                                    reference=not args.no_reference)
     arrivals = Arrivals()
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-latency")
     client.on_message = arrivals.on_message
