@@ -33,7 +33,7 @@ STATUS_TOPIC = b"status/"
 
 _METER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _OBIS = re.compile(r"^\d{1,3}-\d{1,3}:\d{1,3}\.\d{1,3}\.\d{1,3}(\*\d{1,3})?$")
-_VALID_OBIS: set[str] = set()
+_VALID_OBIS: set[str] = set()  # a cache of OBIS texts already checked, bounded in Reading.__post_init__
 
 
 class LinkLayer(enum.StrEnum):
@@ -284,7 +284,12 @@ def _reading_from_wire(item: Any) -> Reading:
     if not isinstance(item, list) or len(item) != 5:
         raise SchemaError("reading: a value is not [obis, name, value, exponent, unit]")
     obis, name, value, exponent, unit = item
-    if not isinstance(name, str) or not isinstance(exponent, int) or not (unit is None or isinstance(unit, str)):
+    if (
+        not isinstance(obis, str)
+        or not isinstance(name, str)
+        or not isinstance(exponent, int)
+        or not (unit is None or isinstance(unit, str))
+    ):
         raise SchemaError(f"reading: value {obis!r} has fields of the wrong type")
     return Reading(obis, name, value, exponent, unit)
 

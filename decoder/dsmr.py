@@ -135,6 +135,8 @@ def parse_telegram(raw: bytes) -> Push:
         if m is None:
             continue
         a, b, c, d, e = (int(x) for x in m.groups()[:5])
+        if max(a, b, c, d, e) > 255:
+            continue  # not an OBIS code (line noise in a telegram without CRC)
         groups = _GROUP.findall(m.group(6))
         code = bytes((a, b, c, d, e, 255))
         obis = f"{a}-{b}:{c}.{d}.{e}"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sys
 import time
 from collections.abc import Sequence
 from types import FrameType
@@ -22,7 +23,8 @@ import zmq
 from meterpipe.common.curve import secure_frames_server
 from meterpipe.common.endpoints import ensure_ipc_dir, replay_endpoint
 from meterpipe.common.logs import setup_logging
-from meterpipe.common.startup import add_config_argument, load_or_exit
+from meterpipe.common.errors import ConfigError
+from meterpipe.common.startup import add_config_argument, error_line, load_or_exit
 from meterpipe.decoder.service import DecoderService
 
 log = logging.getLogger(__name__)
@@ -67,19 +69,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         (pub, config.endpoints.readings),
         (rep, replay_endpoint(config.endpoints.readings)),
     )
-    auth = secure_frames_server(ctx, pull, config.endpoints)  # CurveZMQ when configured
+    auth = None
+    endpoint = config.endpoints.frames
     try:
+        auth = secure_frames_server(ctx, pull, config.endpoints)  # CurveZMQ when configured
         for sock, endpoint in bindings:
             ensure_ipc_dir(endpoint)
             sock.bind(endpoint)
-    except zmq.ZMQError as exc:
-        log.error("cannot bind %s: %s (is another decoder running?)", endpoint, exc)
+    except (zmq.ZMQError, OSError, ConfigError) as exc:
+        if isinstance(exc, ConfigError):
+            print(error_line(exc), file=sys.stderr, flush=True)
+        else:
+            log.error("cannot bind %s: %s (is another decoder running?)", endpoint, exc)
         for sock, _ in bindings:
             sock.close(0)
         if auth is not None:
             auth.stop()
         ctx.term()
-        return 3
+        return 2 if isinstance(exc, ConfigError) else 3
     names = ", ".join(m.name for m in config.meters)
     log.info("decoder up: frames on %s, readings on %s, meters: %s", config.endpoints.frames, config.endpoints.readings, names)
     # Subscribers (re)connect within ZeroMQ's 100 ms reconnect interval; readers'

@@ -156,7 +156,7 @@ class MeterDecoder:
             system_title, counter = ciphered.system_title, ciphered.invocation_counter
             apdu, authenticated = decrypt(ciphered, self._key, self._auth_key)
             encrypted = ciphered.encrypted
-            self._check_replay(system_title, counter)
+            self._check_replay(system_title, counter)  # recorded below, once the push decoded
             if ciphered.authenticated and not authenticated:
                 self._tell_unauthenticated()
         try:
@@ -173,6 +173,8 @@ class MeterDecoder:
                     f"decrypted push does not parse ({exc}): check the encryption key (key)"
                 ) from exc
             raise
+        if system_title is not None and counter is not None:
+            self._counters[system_title] = counter
         return Push(
             readings=mapped.readings,
             meter_id=mapped.meter_id,
@@ -190,7 +192,6 @@ class MeterDecoder:
                 f"invocation counter {counter} not above the last accepted {last} "
                 f"(system title {system_title.hex().upper()}): replayed or reordered push rejected"
             )
-        self._counters[system_title] = counter
 
     def _tell_unauthenticated(self) -> None:
         if not self._told_unauthenticated:

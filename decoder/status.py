@@ -7,10 +7,13 @@ and says so when a meter has gone quiet for three push intervals.
 
 from __future__ import annotations
 
+from types import MappingProxyType
+from typing import Final
+
 from meterpipe.common.errors import MeterpipeError
 from meterpipe.common.schema import COUNTERS, Status
 
-_ERROR_COUNTER = {
+_ERROR_COUNTER: Final = MappingProxyType({
     "checksum": "checksum_errors",
     "truncated": "truncated_errors",
     "sequence": "sequence_errors",
@@ -18,7 +21,7 @@ _ERROR_COUNTER = {
     "auth": "auth_errors",
     "replay": "replay_errors",
     "unsupported": "unsupported",
-}
+})
 STALE_KIND = "stale"
 
 

@@ -17,8 +17,9 @@ Layout: ``<directory>/<meter>/<YYYY-MM-DD>.csv`` with the header
   push list), the columns of the existing file are left alone and the rows go
   to a new file ``<YYYY-MM-DD>.<n>.csv`` (n = 1, 2, ...) with the new header:
   every file has one consistent header, which is what a spreadsheet expects.
-  On restart, the newest file of the day is appended to when its header
-  matches, else the next ``.<n>`` is started.
+  A file of the day whose header matches is appended to (after a restart, or
+  when a meter alternates between lists, as Aidon, Kaifa and Kamstrup meters
+  do: one file per list, not one per switch); else the next ``.<n>`` starts.
 * A directory that cannot be written (full disk, read-only, gone) is logged
   once; rows wait in memory, in order, and are written as soon as it can be
   written again (retried with each push and tick; never a crash). Only beyond
@@ -126,7 +127,6 @@ class CsvStore:
         self.files_deleted = 0
         self._open: dict[str, _Open] = {}
         self._failing = False
-        self._next_retention = 0.0
         self._pending: deque[ReadingsMessage] = deque()
         self.max_pending = MAX_PENDING_ROWS
 
@@ -222,6 +222,11 @@ class CsvStore:
                 return newest, True
         elif existing == header:
             return newest, False
+        # Meters that alternate between lists (Aidon, Kaifa, Kamstrup: list 1 every
+        # few seconds, list 2 every ten) keep one file per list, not a new file per switch.
+        for k in range(n - 1, -1, -1):
+            if read_header(folder / _name(stem, k)) == header:
+                return folder / _name(stem, k), False
         return folder / _name(stem, n + 1), True
 
     def _drop(self, meter: str) -> None:

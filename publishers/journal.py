@@ -110,7 +110,9 @@ class JournalSink:
         self.printed = 0
         self.truncated = 0
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.setblocking(False)  # a busy journald must not stall the subscriber loop
         self._warned_missing = False
+        self.dropped = 0
 
     def send(self, fields: Fields, fallback: Fields | None = None) -> None:
         try:
@@ -124,6 +126,11 @@ class JournalSink:
                     log.warning("journal entry too large for one datagram: sending it without the "
                                 "READING_ fields (the MESSAGE keeps the values)")
                 self.send(fallback)
+                return
+            if exc.errno in (errno.EAGAIN, errno.ENOBUFS):
+                self.dropped += 1
+                if self.dropped == 1 or self.dropped % 1000 == 0:
+                    log.warning("journald is not keeping up: %s entries dropped", self.dropped)
                 return
             if exc.errno not in (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTDIR, errno.EACCES):
                 raise

@@ -35,6 +35,8 @@ from meterpipe.publishers.spool import Spool
 
 log = logging.getLogger(__name__)
 
+CONNECT_TIMEOUT_S = 2.0
+
 WINDOW = 100
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 60.0
@@ -213,6 +215,7 @@ class MqttLink:
         client.will_set(self.availability_topic, b"offline", qos=1, retain=True)
         client.max_inflight_messages_set(WINDOW)
         client.max_queued_messages_set(0)
+        client.connect_timeout = CONNECT_TIMEOUT_S  # the loop waits this long at most per attempt
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish

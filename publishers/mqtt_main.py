@@ -17,6 +17,7 @@ is often a tmpfs emptied at boot.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -87,9 +88,15 @@ class MqttHandler:
         self.spool = spool
         self.link = link
         self._announced: set[tuple[str, str]] = set()
+        self.spool_errors = 0
 
     def on_readings(self, msg: ReadingsMessage) -> None:
-        self.spool.add(push_messages(self.cfg, msg, self._announced), meter=msg.meter, received_ns=msg.received_ns)
+        try:
+            self.spool.add(push_messages(self.cfg, msg, self._announced), meter=msg.meter, received_ns=msg.received_ns)
+        except sqlite3.Error as exc:  # disk full, database locked: this push is lost, the next may go
+            self.spool_errors += 1
+            log.error("MQTT spool %s cannot store push %s of meter %s (%s); %s lost so far",
+                      self.spool.path, msg.seq, msg.meter, exc, self.spool_errors)
 
     def on_status(self, status: Status) -> None:
         pass

@@ -51,7 +51,7 @@ class Spool:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         row = self._db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(LENGTH(topic) + LENGTH(payload)), 0) FROM outbox").fetchone()
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(topic AS BLOB)) + LENGTH(payload)), 0) FROM outbox").fetchone()
         self._count = int(row[0])
         self.size = int(row[1])
         if self._count:
@@ -86,7 +86,7 @@ class Spool:
         last_id = None
         n = 0
         for row_id, size in self._db.execute(
-                "SELECT id, LENGTH(topic) + LENGTH(payload) FROM outbox ORDER BY id"):
+                "SELECT id, LENGTH(CAST(topic AS BLOB)) + LENGTH(payload) FROM outbox ORDER BY id"):
             freed += int(size)
             last_id = int(row_id)
             n += 1
@@ -120,7 +120,7 @@ class Spool:
             before = self._db.total_changes
             for (i,) in id_list:
                 row = self._db.execute(
-                    "SELECT LENGTH(topic) + LENGTH(payload) FROM outbox WHERE id = ?", (i,)).fetchone()
+                    "SELECT LENGTH(CAST(topic AS BLOB)) + LENGTH(payload) FROM outbox WHERE id = ?", (i,)).fetchone()
                 if row is not None:
                     self.size -= int(row[0])
             self._db.executemany("DELETE FROM outbox WHERE id = ?", id_list)

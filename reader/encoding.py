@@ -93,8 +93,8 @@ def integer(tag: int, value: int) -> bytes:
     """An integer A-XDR value of the type named by ``tag`` (0x06 double-long-unsigned ...)."""
     try:
         encoder = INTEGER_ENCODERS[tag]
-    except KeyError:
-        raise ValueError(f"0x{tag:02x} is not an integer A-XDR type") from None
+    except KeyError as exc:
+        raise ValueError(f"0x{tag:02x} is not an integer A-XDR type") from exc
     return encoder(value)
 
 

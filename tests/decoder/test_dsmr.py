@@ -74,3 +74,9 @@ def test_dsmr_times() -> None:
     assert dsmr_time("161113205757W") == "2016-11-13T20:57:57+01:00"
     assert dsmr_time("20240111 09:35:00") == "2024-01-11T09:35:00"
     assert dsmr_time("632525252525W") is None  # Fluvius sends this for "no peak yet"
+
+
+def test_obis_parts_above_255_are_skipped_not_fatal() -> None:
+    telegram = b"/ISK5\\2M550T-1012\r\n\r\n1-0:1.8.1(000001.000*kWh)\r\n999-0:1.8.1(000002.000*kWh)\r\n!\r\n"
+    (push,) = _decode(telegram)
+    assert isinstance(push, Push) and [r.obis for r in push.readings] == ["1-0:1.8.1"]

@@ -403,3 +403,18 @@ def test_parse_ciphered_refuses_cut_apdus_as_truncated(apdu: bytes) -> None:
     with pytest.raises(MeterpipeError) as info:
         parse_ciphered(apdu)
     assert info.value.kind == "truncated"
+
+
+def test_a_push_that_fails_to_decode_does_not_move_the_invocation_counter() -> None:
+    from meterpipe.decoder.security import encrypt
+
+    key, title = bytes(range(16)), b"TESTMETR"
+    good = b"\x0f\x00\x00\x00\x01\x00\x02\x02\x09\x06\x01\x00\x01\x08\x00\xff\x06\x00\x00\x00\x07"
+    decoder = MeterDecoder("m", key=key)
+    # a forged counter far ahead, encrypting something that is no data-notification
+    forged = encrypt(b"\x0f\x00", system_title=title, invocation_counter=0xFFFFFFFF, key=key, auth_key=None,
+                     security=0x20)
+    assert [o.kind for o in decoder.feed_apdu(forged) if isinstance(o, MeterpipeError)] == ["decrypt"]
+    real = encrypt(good, system_title=title, invocation_counter=5, key=key, auth_key=None, security=0x20)
+    (push,) = decoder.feed_apdu(real)
+    assert isinstance(push, Push) and push.invocation_counter == 5

@@ -12,7 +12,7 @@ import pytest
 
 from meterpipe.common.schema import Reading
 from meterpipe.publishers.csv_writer import CsvHandler, CsvStore, repair_tail
-from tests.publishers.conftest import T0_NS, Feeder, make_msg, spawn, wait_for, write_config
+from tests.publishers.conftest import T0_NS, Feeder, make_msg, sample_readings, spawn, wait_for, write_config
 
 DAY = "2024-05-01"
 
@@ -74,24 +74,23 @@ def test_repair_tail_on_complete_file_is_noop(tmp_path: Path) -> None:
     assert p.read_bytes() == b"a,b\n"
 
 
-def test_reading_set_change_starts_a_new_file(tmp_path: Path) -> None:
+def test_reading_set_change_goes_to_a_file_per_set(tmp_path: Path) -> None:
     store = CsvStore(tmp_path)
     store.write(make_msg(1))
     fewer = make_msg(2, readings=(Reading("1-0:1.8.0", "active_energy_import", 1, 0, "Wh"),))
     store.write(fewer)
-    store.write(make_msg(3))  # back to the first set: a third file, each file one header
+    store.write(make_msg(3))  # back to the first set: its own file again (one file per list)
     store.close()
     folder = tmp_path / "house"
-    assert sorted(p.name for p in folder.iterdir()) == [f"{DAY}.1.csv", f"{DAY}.2.csv", f"{DAY}.csv"]
+    assert sorted(p.name for p in folder.iterdir()) == [f"{DAY}.1.csv", f"{DAY}.csv"]
     assert rows(folder / f"{DAY}.1.csv") == [["time", "meter_id", "active_energy_import [Wh]"],
                                              ["2024-05-01T12:00:02.000Z", "LGZ1030655933512", "1"]]
-    assert len(rows(folder / f"{DAY}.csv")) == 2
-    assert len(rows(folder / f"{DAY}.2.csv")) == 2
-    # after a restart the newest file of the day with the same header is appended to
+    assert len(rows(folder / f"{DAY}.csv")) == 3
+    # after a restart the file of the day with the same header is appended to
     store = CsvStore(tmp_path)
     store.write(make_msg(4))
     store.close()
-    assert len(rows(folder / f"{DAY}.2.csv")) == 3
+    assert len(rows(folder / f"{DAY}.csv")) == 4
 
 
 def test_day_change_and_text_with_comma(tmp_path: Path) -> None:
@@ -203,3 +202,14 @@ def test_main_sigterm_exits_0(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_meter_alternating_between_two_lists_keeps_one_file_per_list(tmp_path: Path) -> None:
+    store = CsvStore(tmp_path)
+    short = sample_readings(1)[:2]
+    for seq in range(1, 7):
+        store.write(make_msg(seq, readings=sample_readings(seq) if seq % 2 else short))
+    store.close()
+    files = sorted(p.name for p in (tmp_path / "house").iterdir())
+    assert files == [f"{DAY}.1.csv", f"{DAY}.csv"]
+    assert len(rows(tmp_path / "house" / f"{DAY}.csv")) == 4 and len(rows(tmp_path / "house" / f"{DAY}.1.csv")) == 4
