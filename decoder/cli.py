@@ -23,6 +23,8 @@ import sys
 from collections.abc import Sequence
 from typing import BinaryIO
 
+from meterpipe.common import config_fields
+from meterpipe.common.errors import ConfigError
 from meterpipe.common.schema import LinkLayer, Push
 from meterpipe.decoder.models import MODELS
 from meterpipe.decoder.session import MeterDecoder, Outcome
@@ -36,13 +38,13 @@ class UsageError(Exception):
 
 
 def parse_key(text: str | None, option: str) -> bytes | None:
+    """The config's key parser, its ConfigError turned into a usage error (never echoing the key)."""
     if text is None or text == "":
         return None
-    digits = _HEX_NOISE.sub("", text)
-    if len(digits) != 32 or not re.fullmatch(r"[0-9a-fA-F]*", digits):
-        what = "non-hex characters" if re.search(r"[^0-9a-fA-F]", digits) else f"{len(digits)} hex digits"
-        raise UsageError(f"{option} must be 32 hex digits (16 bytes); the value given has {what}")
-    return bytes.fromhex(digits)
+    try:
+        return config_fields.parse_key(text, option, "the value given")
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def parse_input(raw: bytes, binary: bool) -> bytes:

@@ -33,6 +33,8 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any, Final, Protocol
 
+from meterpipe.common import config_fields
+from meterpipe.common.errors import ConfigError
 from meterpipe.common.logs import setup_logging
 from meterpipe.common.schema import decimal_text
 from meterpipe.decoder.security import SC_AUTHENTICATED, SC_ENCRYPTED, encrypt
@@ -266,14 +268,10 @@ def _read_key_file(path: str | None, option: str) -> str | None:
 def _parse_key(text: str | None, option: str) -> bytes | None:
     if text is None:
         return None
-    try:
-        raw = bytes.fromhex(text)
-    except ValueError:
-        raw = b""
-    if len(raw) != KEY_BYTES:
-        # Never echo the value: a typo'd key is still almost the real key.
-        raise SystemExit(f"error: {option}: must be {KEY_BYTES * 2} hex digits")
-    return raw
+    try:  # the config's parser: its messages never echo the value
+        return config_fields.parse_key(text, option, "the value given")
+    except ConfigError as exc:
+        raise SystemExit(f"error: {exc}") from exc
 
 
 def read_capture(path: Path) -> bytes:
