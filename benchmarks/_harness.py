@@ -307,7 +307,7 @@ class Supervisor:
 
     def __init__(self, rundir: Path, config_path: Path, *, readers: bool = True) -> None:
         from meterpipe.common.config import load_config
-        from meterpipe.common.supervise import reader_programs, supervisor_env, supervisord_command, write_programs
+        from meterpipe.deploy.supervise import reader_programs, supervisor_env, supervisord_command, write_programs
 
         self.rundir = rundir
         self.config = load_config(config_path)
@@ -381,7 +381,7 @@ def cleanup(rundir: Path) -> None:
 
 class SideBySide(NamedTuple):
     rundir: Path
-    sim: Any  # meterpipe.reader.simulator.MeterSimulator
+    sim: Any  # meterpipe.simulator.main.MeterSimulator
     mp_pty: "Pty"
     ref_pty: "Pty"
     broker: "Mosquitto"
@@ -392,7 +392,7 @@ class SideBySide(NamedTuple):
 def side_by_side(prefix: str, meter: str, seed: int, interval: float, *, reference: bool) -> SideBySide:
     """One simulated E450 (key, no auth key: the reference has no auth-key setting) whose
     pushes go to two ptys: meterpipe under supervisord with CSV and MQTT, and the reference."""
-    from meterpipe.reader.simulator import MeterSimulator
+    from meterpipe.simulator.main import MeterSimulator
 
     rundir = short_dir(prefix)
     key = os.urandom(16)

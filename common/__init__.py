@@ -27,5 +27,5 @@ Modules here:
 * :mod:`~meterpipe.common.errors`: the one error root and key fingerprints.
 * :mod:`~meterpipe.common.logs` and :mod:`~meterpipe.common.startup`: what each
   process ``main()`` does first (logging to stdout, config or exit code 2).
-* :mod:`~meterpipe.common.cli`: the ``meterpipe`` command and its subcommands.
+* :mod:`~meterpipe.deploy.cli`: the ``meterpipe`` command and its subcommands.
 """

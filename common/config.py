@@ -41,7 +41,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from meterpipe.common import endpoints as ep
 from meterpipe.common.config_fields import Section, check_readable_file, loose_mode, type_name
+from meterpipe.common.curve import check_security
+from meterpipe.common.endpoints import EndpointsConfig
 from meterpipe.common.errors import ConfigError, SchemaError
 from meterpipe.common.schema import LinkLayer, check_meter_name
 
@@ -63,19 +66,6 @@ class MeterConfig:
     model: str | None = None
     push_interval: float = 10.0  # seconds the meter is expected to push at (for "no data" status)
     queue_frames: int = 10_000  # reader's bounded queue while the decoder is away
-
-
-@dataclass(frozen=True, slots=True)
-class EndpointsConfig:
-    frames: str  # readers PUSH connect, decoder PULL binds
-    readings: str  # decoder PUB binds, publishers and taps SUB connect
-    # CurveZMQ for readers on other hosts (tcp frames endpoint); paths to key files
-    # (meterpipe.common.curve). Decoder side: its key pair and the readers it accepts.
-    curve_server_secret: Path | None = None
-    curve_authorized_dir: Path | None = None
-    # Reader side (a reader on another host): the decoder's public key and this reader's pair.
-    curve_server_public: Path | None = None
-    curve_client_secret: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,9 +250,6 @@ def _meter(s: Section, name: str) -> MeterConfig:
 
 
 def _endpoints(s: Section | None, env: Mapping[str, str], warnings: list[str]) -> EndpointsConfig:
-    from meterpipe.common import endpoints as ep  # endpoints imports this module
-    from meterpipe.common.curve import check_security  # imports zmq: only when loading a config
-
     frames = readings = None
     curve: dict[str, Path | None] = dict.fromkeys(CURVE_SETTINGS)
     if s is not None:

@@ -34,7 +34,7 @@ from meterpipe.common.config_fields import loose_mode
 from meterpipe.common.errors import ConfigError
 
 if TYPE_CHECKING:
-    from meterpipe.common.config import EndpointsConfig
+    from meterpipe.common.endpoints import EndpointsConfig
 
 log = logging.getLogger(__name__)
 

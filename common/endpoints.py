@@ -24,9 +24,9 @@ import os
 import re
 import stat
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
-from meterpipe.common.config import EndpointsConfig
 from meterpipe.common.errors import ConfigError
 
 IPC_PATH_MAX = 107  # zmq.IPC_PATH_MAX_LEN on Linux
@@ -36,6 +36,19 @@ READINGS_NAME = "readings"
 
 _TCP = re.compile(r"^(?:[^;]+;)?(?P<host>\[[0-9A-Fa-f:.]+\]|[^:\[\]/\s]+):(?P<port>\d+|\*)$")
 _HOST = re.compile(r"^(?:\*|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])$")
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointsConfig:
+    frames: str  # readers PUSH connect, decoder PULL binds
+    readings: str  # decoder PUB binds, publishers and taps SUB connect
+    # CurveZMQ for readers on other hosts (tcp frames endpoint); paths to key files
+    # (meterpipe.common.curve). Decoder side: its key pair and the readers it accepts.
+    curve_server_secret: Path | None = None
+    curve_authorized_dir: Path | None = None
+    # Reader side (a reader on another host): the decoder's public key and this reader's pair.
+    curve_server_public: Path | None = None
+    curve_client_secret: Path | None = None
 
 
 def _env(environ: Mapping[str, str] | None) -> Mapping[str, str]:

@@ -17,7 +17,7 @@ for a push abandoned by a new one; state is reset after every error.
 from __future__ import annotations
 
 from meterpipe.common.errors import SequenceError, TruncatedError
-from meterpipe.decoder.link import LinkFrame
+from meterpipe.common.link.frames import LinkFrame
 from meterpipe.decoder.axdr import read_length
 
 GBT_TAG = 0xE0

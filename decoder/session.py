@@ -23,8 +23,8 @@ from meterpipe.common.errors import DecryptError, FrameError, MeterpipeError, Re
 from meterpipe.common.schema import LinkLayer, Push
 from meterpipe.decoder.apdu import notification_header, parse_notification
 from meterpipe.decoder.dsmr import parse_telegram
-from meterpipe.decoder.framing import make_framer
-from meterpipe.decoder.link import DEFAULT_MAX_BUFFER, LinkFrame, NeedData, parse_frame
+from meterpipe.common.link.cutter import make_framer
+from meterpipe.common.link.frames import DEFAULT_MAX_BUFFER, LinkFrame, NeedData, parse_frame
 from meterpipe.decoder.mapping import map_body
 from meterpipe.decoder.pushlist import PushListCache
 from meterpipe.decoder.reassembly import DEFAULT_GAP_NS, GBT_TAG, BlockAssembler, SegmentAssembler

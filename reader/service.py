@@ -7,7 +7,7 @@ longer than about 0.2 s, so a stop request is seen quickly, also while the port 
 away (backoff) or the decoder is away (queue).
 
 The reader never decodes: it cuts frames with the project's one framer
-(:class:`meterpipe.decoder.link.Framer`), stamps each with the meter name, a
+(:class:`meterpipe.common.link.frames.Framer`), stamps each with the meter name, a
 sequence number (from 1, consecutive for the life of the process, across port
 reconnects) and the receive time, and sends the whole raw frame.
 """
@@ -21,12 +21,13 @@ from typing import Final
 
 import zmq
 
-from meterpipe.common.config import EndpointsConfig, MeterConfig
+from meterpipe.common.config import MeterConfig
+from meterpipe.common.endpoints import EndpointsConfig
 from meterpipe.common.curve import secure_frames_client
 from meterpipe.common.errors import ChecksumError, FrameError
 from meterpipe.common.schema import Frame
-from meterpipe.decoder.framing import make_framer
-from meterpipe.decoder.link import LinkFrame
+from meterpipe.common.link.cutter import make_framer
+from meterpipe.common.link.frames import LinkFrame
 from meterpipe.reader.outbox import Outbox, PushSocket
 from meterpipe.reader.port import Backoff, PortKeeper, SerialLike
 

@@ -30,7 +30,7 @@ from meterpipe.decoder.axdr import (
     Structure,
     TimeBytes,
 )
-from meterpipe.decoder.link import NEED_DATA, Framer, LinkFrame, parse_frame
+from meterpipe.common.link.frames import NEED_DATA, Framer, LinkFrame, parse_frame
 from meterpipe.decoder.reassembly import GBT_TAG, BlockAssembler, SegmentAssembler
 from meterpipe.decoder.security import CIPHERED_TAGS, decrypt, parse_ciphered
 

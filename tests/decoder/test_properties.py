@@ -19,7 +19,7 @@ from meterpipe.common.errors import MeterpipeError
 from meterpipe.common.schema import LinkLayer, Push
 from meterpipe.decoder import axdr, gurux_adapter
 from meterpipe.decoder.apdu import parse_notification
-from meterpipe.decoder.link import Framer, LinkFrame, parse_hdlc, parse_mbus
+from meterpipe.common.link.frames import Framer, LinkFrame, parse_hdlc, parse_mbus
 from meterpipe.decoder.mapping import map_body
 from meterpipe.decoder.reassembly import BlockAssembler, SegmentAssembler
 from meterpipe.decoder.security import parse_ciphered

@@ -9,7 +9,7 @@ import pytest
 
 from meterpipe.common.errors import MeterpipeError, SequenceError, TruncatedError
 from meterpipe.common.schema import LinkLayer, Push
-from meterpipe.decoder.link import LinkFrame
+from meterpipe.common.link.frames import LinkFrame
 from meterpipe.decoder.reassembly import BlockAssembler, SegmentAssembler
 from meterpipe.decoder.session import MeterDecoder
 from tests.conftest import keys, model_hint, needs_corpus, vector
@@ -179,7 +179,7 @@ def test_segment_size_cap_then_recovery() -> None:
 
 
 def test_timeout_reset_through_meter_decoder_with_hdlc_frames() -> None:
-    from tests.decoder.test_link import hdlc
+    from tests.common.test_link import hdlc
 
     apdu = notification(5)
     first = hdlc(b"\xe6\xe7\x00" + apdu[:10], segmented=True)

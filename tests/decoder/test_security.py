@@ -22,7 +22,7 @@ from meterpipe.common.errors import (
     UnsupportedError,
 )
 from meterpipe.common.schema import Push
-from meterpipe.decoder.crc import crc16_x25
+from meterpipe.common.link.crc import crc16_x25
 from meterpipe.decoder.security import (
     DED_CIPHERING,
     GLO_CIPHERING,

@@ -21,7 +21,7 @@ import zmq
 
 from meterpipe.common.config import load_config
 from meterpipe.common.schema import ReadingsMessage, Status, decode_readings, decode_status
-from meterpipe.common.supervise import reader_programs, supervisor_env, supervisord_command, write_programs
+from meterpipe.deploy.supervise import reader_programs, supervisor_env, supervisord_command, write_programs
 
 PY = sys.executable
 
@@ -47,7 +47,7 @@ class SimMeter:
 
 
 def start_simulator(meter: SimMeter, rundir: Path, interval: float) -> None:
-    args = [PY, "-m", "meterpipe.reader.simulator", "--model", meter.model, "--interval", str(interval)]
+    args = [PY, "-m", "meterpipe.simulator.main", "--model", meter.model, "--interval", str(interval)]
     args += ["--link", str(meter.link(rundir)), "--record", str(meter.record(rundir)), "--seed", str(len(meter.name))]
     env = dict(os.environ)
     if meter.key:
@@ -113,7 +113,7 @@ class Supervisor:
         self.proc = subprocess.Popen(supervisord_command(), env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
 
     def ctl(self, *args: str) -> str:
-        from meterpipe.common.supervise import supervisord_conf
+        from meterpipe.deploy.supervise import supervisord_conf
 
         command = [PY, "-m", "supervisor.supervisorctl", "-c", str(supervisord_conf()), *args]
         return subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=30).stdout

@@ -143,7 +143,7 @@ def test_meterpipe_run_status_and_stop(rundir: Path) -> None:
 
     config = write_config(rundir, [SimMeter("house", "am550")], push_interval=INTERVAL)
     env = {**os.environ, "METERPIPE_RUNTIME_DIR": str(rundir / "rt")}
-    cli = [sys.executable, "-m", "meterpipe.common.cli"]
+    cli = [sys.executable, "-m", "meterpipe.deploy.cli"]
     with open(rundir / "run.log", "wb") as log:
         run = subprocess.Popen([*cli, "run", "--config", str(config)], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:

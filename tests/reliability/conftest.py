@@ -59,7 +59,7 @@ def three_meters() -> list[SimMeter]:
 
 def start_sim(meter: SimMeter, rundir: Path, interval: float, seed: int) -> None:
     """harness.start_simulator with a chosen seed (a restarted meter must not repeat its values)."""
-    args = [PY, "-m", "meterpipe.reader.simulator", "--model", meter.model, "--interval", str(interval),
+    args = [PY, "-m", "meterpipe.simulator.main", "--model", meter.model, "--interval", str(interval),
             "--link", str(meter.link(rundir)), "--record", str(meter.record(rundir)), "--seed", str(seed)]
     if meter.key:
         args += ["--key-file", str(rundir / f"{meter.name}.key")]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from meterpipe.common.keys import key_pair
+from meterpipe.deploy.keys import key_pair
 from tests.integration.harness import cleanup, short_dir, stop_process
 from tests.reliability.test_secrets import AppendingSupervisor
 

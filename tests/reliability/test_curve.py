@@ -22,7 +22,8 @@ import zmq
 import zmq.auth
 
 from meterpipe.common import cli
-from meterpipe.common.config import EndpointsConfig, config_from_dict
+from meterpipe.common.config import config_from_dict
+from meterpipe.common.endpoints import EndpointsConfig
 from meterpipe.common.curve import (
     FramesAuthenticator,
     exposed_host,
@@ -31,10 +32,10 @@ from meterpipe.common.curve import (
     secure_frames_server,
 )
 from meterpipe.common.errors import ConfigError
-from meterpipe.common.keys import key_pair
+from meterpipe.deploy.keys import key_pair
 from meterpipe.common.schema import Frame, LinkLayer, decode_frame, encode_frame
 from meterpipe.reader.service import connect_frames_socket
-from meterpipe.reader.simulator import MeterSimulator
+from meterpipe.simulator.main import MeterSimulator
 from tests.integration.harness import Collector, cleanup, short_dir
 
 METER = {"meters": [{"name": "house", "port": "/dev/null"}]}

@@ -46,7 +46,7 @@ from meterpipe.common.errors import MeterpipeError
 from meterpipe.common.schema import LinkLayer, Push
 from meterpipe.decoder import axdr, gurux_adapter
 from meterpipe.decoder.apdu import parse_notification
-from meterpipe.decoder.link import (
+from meterpipe.common.link.frames import (
     DEFAULT_MAX_BUFFER,
     Framer,
     LinkFrame,
@@ -58,7 +58,8 @@ from meterpipe.decoder.mapping import map_body
 from meterpipe.decoder.reassembly import MAX_APDU, BlockAssembler, SegmentAssembler
 from meterpipe.decoder.security import decrypt, parse_ciphered
 from meterpipe.decoder.session import MeterDecoder
-from meterpipe.reader import encoding as enc
+from meterpipe.common.link import build as link_build
+from meterpipe.simulator import encoding as enc
 
 from tests.conftest import DLMS_VECTORS, keys
 from tests.decoder.strategies import drain
@@ -418,8 +419,8 @@ def _lying_mbus(rng: random.Random) -> Iterator[bytes]:
 
 def _endless_segments(rng: random.Random) -> Iterator[bytes]:
     """Valid HDLC frames (checksums right) of one segmented push that never ends."""
-    first = enc.hdlc_frame(enc.LLC_HEADER + b"\x0f" + rng.randbytes(200), segmented=True, destination=b"\x03", source=b"\x21")
-    more = enc.hdlc_frame(rng.randbytes(1000), segmented=True, destination=b"\x03", source=b"\x21")
+    first = link_build.hdlc_frame(link_build.LLC_HEADER + b"\x0f" + rng.randbytes(200), segmented=True, destination=b"\x03", source=b"\x21")
+    more = link_build.hdlc_frame(rng.randbytes(1000), segmented=True, destination=b"\x03", source=b"\x21")
     yield first
     for _ in range(TEN_MB // len(more)):
         yield more
@@ -429,7 +430,7 @@ def _endless_blocks(rng: random.Random) -> Iterator[bytes]:
     """Valid HDLC frames carrying GBT blocks 1, 2, 3 ... of a push whose last block never comes."""
     for number in range(1, TEN_MB // 950 + 2):
         block = bytes([0xE0, 0x40]) + number.to_bytes(2, "big") + b"\x00\x00" + b"\x82\x03\xb6" + rng.randbytes(950)
-        yield enc.hdlc_frame((enc.LLC_HEADER if number == 1 else b"") + block, destination=b"\x03", source=b"\x21")
+        yield link_build.hdlc_frame((link_build.LLC_HEADER if number == 1 else b"") + block, destination=b"\x03", source=b"\x21")
 
 
 @pytest.mark.parametrize("source", [_garbage, _lying_hdlc, _lying_mbus, _endless_segments, _endless_blocks],
@@ -496,7 +497,7 @@ def test_garbage_between_valid_frames_on_a_pty_through_reader_and_decoder() -> N
     from meterpipe.decoder.service import DecoderService
     from meterpipe.reader.port import open_serial
     from meterpipe.reader.service import ReaderService, connect_frames_socket
-    from meterpipe.reader.simulator import MeterSimulator
+    from meterpipe.simulator.main import MeterSimulator
 
     from tests.integration.harness import _comparable, as_values, cleanup, short_dir
 

@@ -30,7 +30,7 @@ import pytest
 import zmq
 from meterpipe.common.config import load_config
 from meterpipe.common.schema import decode_status
-from meterpipe.common.supervise import (
+from meterpipe.deploy.supervise import (
     reader_programs,
     supervisor_env,
     supervisord_command,
@@ -292,7 +292,7 @@ def test_no_secret_in_logs_status_messages_or_command_lines(rundir: Path) -> Non
             raise AssertionError(f"scenario incomplete: zmq {sorted(tap.topics())}, mqtt "
                                  f"{sorted(mqtt_tap.topics())}\n{supervisor.output()[-3000:]}")
         lines.sample()
-        check = subprocess.run([sys.executable, "-m", "meterpipe.common.cli", "check-config", "--config",
+        check = subprocess.run([sys.executable, "-m", "meterpipe.deploy.cli", "check-config", "--config",
                                 str(config)], capture_output=True, timeout=30, check=False)
         assert check.returncode == 0, check.stderr
     finally:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from meterpipe.common.endpoints import default_endpoints, make_private_dir, runtime_dir
 from meterpipe.common.startup import load_or_exit
-from meterpipe.common.supervise import program, reader_programs, supervisor_env, supervisord_command, write_programs
+from meterpipe.deploy.supervise import program, reader_programs, supervisor_env, supervisord_command, write_programs
 
 DEMO_METERS = (("house", "e450", True), ("flat", "am550", False))
 
@@ -64,7 +64,7 @@ def simulator_programs(rundir: Path, interval: float) -> str:
     parts = []
     for name, model, encrypted in DEMO_METERS:
         command = (
-            f"%(ENV_METERPIPE_PYTHON)s -m meterpipe.reader.simulator --model {model} "
+            f"%(ENV_METERPIPE_PYTHON)s -m meterpipe.simulator.main --model {model} "
             f"--link {rundir / (name + '.pty')} --interval {interval}"
         )
         if encrypted:

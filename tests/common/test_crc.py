@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meterpipe.decoder.crc import crc16_x25, crc16_x25_reference, mbus_checksum
+from meterpipe.common.link.crc import crc16_x25, crc16_x25_reference, mbus_checksum
 
 
 def test_check_value_of_the_catalogue() -> None:

@@ -24,7 +24,7 @@ from typing import Final
 
 from meterpipe.common.errors import BufferOverflowError, ChecksumError, FrameError
 from meterpipe.common.schema import LinkLayer
-from meterpipe.decoder.crc import crc16_x25, mbus_checksum
+from meterpipe.common.link.crc import crc16_x25, mbus_checksum
 
 HDLC_FLAG: Final = 0x7E
 MBUS_START: Final = 0x68

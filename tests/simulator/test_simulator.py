@@ -20,11 +20,11 @@ import pytest
 
 from meterpipe.common.errors import AuthError
 from meterpipe.decoder import axdr
-from meterpipe.decoder.link import NEED_DATA, Framer, LinkFrame
+from meterpipe.common.link.frames import NEED_DATA, Framer, LinkFrame
 from meterpipe.decoder.security import decrypt, parse_ciphered
-from meterpipe.reader.encoding import obis_bytes
-from meterpipe.reader.meter_models import MODELS
-from meterpipe.reader.simulator import MeterSimulator, PtySink, SimulatedPush, read_capture
+from meterpipe.simulator.encoding import obis_bytes
+from meterpipe.simulator.models import MODELS
+from meterpipe.simulator.main import MeterSimulator, PtySink, SimulatedPush, read_capture
 
 KEY = bytes.fromhex("000102030405060708090a0b0c0d0e0f")
 AUTH = bytes.fromhex("d0d1d2d3d4d5d6d7d8d9dadbdcdddedf")
@@ -261,7 +261,7 @@ def test_decoder_reports_exactly_the_simulated_values(model: str, keying: str) -
 @contextmanager
 def _running(*args: str) -> Iterator[subprocess.Popen[str]]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "meterpipe.reader.simulator", *args],
+        [sys.executable, "-m", "meterpipe.simulator.main", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -377,7 +377,7 @@ def test_pty_sink_drops_what_nobody_reads() -> None:
 def test_cli_bad_key_exits_2_without_echoing_it() -> None:
     secret = "00112233445566778899aabbccddeeXX"
     proc = subprocess.run(
-        [sys.executable, "-m", "meterpipe.reader.simulator", "--model", "e450", "--key", secret],
+        [sys.executable, "-m", "meterpipe.simulator.main", "--model", "e450", "--key", secret],
         capture_output=True,
         text=True,
         timeout=20,
@@ -398,7 +398,7 @@ def test_cli_reads_keys_from_files(tmp_path: Path) -> None:
     assert decrypt(parse_ciphered(apdu), KEY, AUTH)[1]
     key_file.write_text("not a key at all, 0011223344")
     bad = subprocess.run(
-        [sys.executable, "-m", "meterpipe.reader.simulator", "--model", "e450", "--key-file", str(key_file)],
+        [sys.executable, "-m", "meterpipe.simulator.main", "--model", "e450", "--key-file", str(key_file)],
         capture_output=True,
         text=True,
         timeout=20,

@@ -5,7 +5,7 @@
 ``[group:readers]`` holding them) into the runtime directory, and replaces
 itself with supervisord running ``deploy/supervisord.conf`` in the foreground.
 ``status`` and ``stop`` talk to that supervisord over its private control
-socket. The demo (common/demo.py) builds on the same pieces.
+socket. The demo (deploy/demo.py) builds on the same pieces.
 """
 
 from __future__ import annotations
@@ -132,9 +132,3 @@ def status_main(argv: Sequence[str] | None = None) -> int:
 def stop_main(argv: Sequence[str] | None = None) -> int:
     _parser("meterpipe stop", "Stop a running `meterpipe run`.").parse_args(argv)
     return supervisorctl(runtime_dir(create=False), "shutdown")
-
-
-def demo_main(argv: Sequence[str] | None = None) -> int:
-    from meterpipe.common.demo import main
-
-    return main(argv)

@@ -38,8 +38,8 @@ from meterpipe.common.errors import ConfigError
 from meterpipe.common.logs import setup_logging
 from meterpipe.common.schema import decimal_text
 from meterpipe.decoder.security import SC_AUTHENTICATED, SC_ENCRYPTED, encrypt
-from meterpipe.reader import encoding as enc
-from meterpipe.reader.meter_models import (
+from meterpipe.simulator import encoding as enc
+from meterpipe.simulator.models import (
     ENERGIES,
     MODELS,
     TEXTS,

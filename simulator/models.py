@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, Literal
 
-from meterpipe.reader import encoding as enc
+from meterpipe.common.link import build as link_build
+from meterpipe.simulator import encoding as enc
 
 # Quantities a field can carry, and the base unit exponent the load curve
 # delivers them in: energies Wh and powers W (10**0), voltages dV (10**-1),
@@ -401,7 +402,7 @@ def encode_frames(spec: ModelSpec, apdu: bytes) -> list[bytes]:
             control=spec.control,
         )
     if spec.link == "segmented":
-        return enc.hdlc_segments(
+        return link_build.hdlc_segments(
             apdu,
             destination=spec.destination,
             source=spec.source,
@@ -410,7 +411,7 @@ def encode_frames(spec: ModelSpec, apdu: bytes) -> list[bytes]:
             segment_control=spec.segment_control,
         )
     return [
-        enc.hdlc_frame(
-            enc.LLC_HEADER + apdu, destination=spec.destination, source=spec.source, control=spec.control
+        link_build.hdlc_frame(
+            link_build.LLC_HEADER + apdu, destination=spec.destination, source=spec.source, control=spec.control
         )
     ]

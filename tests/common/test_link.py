@@ -10,8 +10,8 @@ from meterpipe.common.errors import (
     MeterpipeError,
 )
 from meterpipe.common.schema import LinkLayer, Push
-from meterpipe.decoder.crc import crc16_x25, mbus_checksum
-from meterpipe.decoder.link import (
+from meterpipe.common.link.crc import crc16_x25, mbus_checksum
+from meterpipe.common.link.frames import (
     NEED_DATA,
     Framer,
     LinkFrame,

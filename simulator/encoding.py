@@ -1,7 +1,7 @@
-"""Build the bytes a meter sends: A-XDR values, DataNotification APDUs and link frames.
+"""Build the bytes a meter sends: A-XDR values, DataNotification APDUs and GBT blocks.
 
 The inverse of the decoder's parsers, used by the meter simulator and by tests
-that need frames with known content. Pure functions of their arguments: no
+that need pushes with known content. Pure functions of their arguments: no
 clock, no randomness, no I/O.
 
 Layers, innermost first:
@@ -9,11 +9,11 @@ Layers, innermost first:
 * A-XDR values (:func:`u32`, :func:`octet_string`, :func:`structure`, ...), each
   returned as its tagged encoding;
 * the DataNotification APDU (``0F <invoke id> 0C <date-time> <value>``);
-* general-block-transfer blocks (``E0 <ctrl> <block> <ack> <len> <data>``);
-* HDLC frames (one frame, or segmented with the 0x08 bit of the format byte)
-  and wired M-Bus long frames carrying DLMS (``68 L L 68 C A CI STSAP DTSAP``).
+* general-block-transfer blocks (``E0 <ctrl> <block> <ack> <len> <data>``), and
+  those blocks in HDLC frames.
 
-Checksums come from :mod:`meterpipe.decoder.crc`, ciphering from
+HDLC and M-Bus frames come from :mod:`meterpipe.common.link.build`; the protocol
+constants from the decoder modules that read them; ciphering from
 :mod:`meterpipe.decoder.security`.
 """
 
@@ -23,17 +23,12 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Final
 
-from meterpipe.decoder.crc import crc16_x25, mbus_checksum
+from meterpipe.common.link.build import LLC_HEADER, hdlc_frame
+from meterpipe.decoder.apdu import DATA_NOTIFICATION, DEVIATION_UNSPECIFIED
 from meterpipe.decoder.axdr import encode_length
+from meterpipe.decoder.reassembly import GBT_LAST_BLOCK, GBT_TAG
 
-HDLC_FLAG: Final = b"\x7e"
-LLC_HEADER: Final = b"\xe6\xe7\x00"
-HDLC_MAX_LENGTH: Final = 0x7FF
-DATA_NOTIFICATION: Final = 0x0F
-GBT_TAG: Final = 0xE0
-GBT_LAST: Final = 0x80
 GBT_STREAMING: Final = 0x40
-DEVIATION_UNSPECIFIED: Final = -0x8000
 
 # --- A-XDR ------------------------------------------------------------------
 
@@ -198,7 +193,7 @@ def gbt_blocks(apdu: bytes, sizes: Iterable[int]) -> list[bytes]:
         chunk = apdu[pos : pos + size]
         pos += len(chunk)
         last = pos >= len(apdu)
-        ctrl = GBT_STREAMING | (GBT_LAST if last else 0)
+        ctrl = GBT_STREAMING | (GBT_LAST_BLOCK if last else 0)
         head = bytes([GBT_TAG, ctrl]) + number.to_bytes(2, "big") + b"\x00\x00"
         blocks.append(head + encode_length(len(chunk)) + chunk)
         if last:
@@ -209,66 +204,7 @@ def gbt_blocks(apdu: bytes, sizes: Iterable[int]) -> list[bytes]:
             raise ValueError("GBT block size must be positive")
 
 
-# --- HDLC -------------------------------------------------------------------
-
-
-def hdlc_frame(
-    info: bytes,
-    *,
-    destination: bytes,
-    source: bytes,
-    control: int = 0x13,
-    segmented: bool = False,
-) -> bytes:
-    """One HDLC frame type 3 (format 0xA0, or 0xA8 with the segmentation bit).
-
-    ``destination``/``source`` are the encoded address bytes (last one odd), as
-    the meter sends them (``CE FF`` / ``03`` for an L+G E450).
-    """
-    for name, addr in (("destination", destination), ("source", source)):
-        if not 1 <= len(addr) <= 4 or not addr[-1] & 1 or any(b & 1 for b in addr[:-1]):
-            raise ValueError(f"invalid HDLC {name} address {addr.hex()}")
-    if not info:
-        raise ValueError("the simulator sends frames with an information field")
-    header_len = 2 + len(destination) + len(source) + 1
-    length = header_len + 2 + len(info) + 2
-    if length > HDLC_MAX_LENGTH:
-        raise ValueError(f"HDLC frame of {length} bytes exceeds the 11-bit length field")
-    fmt = 0xA000 | (0x0800 if segmented else 0) | length
-    head = fmt.to_bytes(2, "big") + destination + source + bytes([control])
-    body = head + crc16_x25(head).to_bytes(2, "little") + info
-    return HDLC_FLAG + body + crc16_x25(body).to_bytes(2, "little") + HDLC_FLAG
-
-
-def hdlc_segments(
-    apdu: bytes,
-    *,
-    destination: bytes,
-    source: bytes,
-    max_info: int,
-    control: int = 0x13,
-    segment_control: int | None = None,
-) -> list[bytes]:
-    """An APDU behind the LLC header, cut into HDLC frames of at most ``max_info`` bytes.
-
-    All but the last frame carry the segmentation bit (format 0xA8) and
-    ``segment_control`` (default: ``control``); the LLC header opens the first only.
-    """
-    if max_info <= len(LLC_HEADER):
-        raise ValueError("HDLC information field too small for the LLC header")
-    info = LLC_HEADER + apdu
-    chunks = [info[i : i + max_info] for i in range(0, len(info), max_info)]
-    seg_ctrl = control if segment_control is None else segment_control
-    return [
-        hdlc_frame(
-            chunk,
-            destination=destination,
-            source=source,
-            control=control if i == len(chunks) - 1 else seg_ctrl,
-            segmented=i < len(chunks) - 1,
-        )
-        for i, chunk in enumerate(chunks)
-    ]
+# --- link frames (builders in meterpipe.common.link.build) -------------------
 
 
 def hdlc_gbt_frames(
@@ -290,36 +226,3 @@ def hdlc_gbt_frames(
         )
         for i, block in enumerate(blocks)
     ]
-
-
-# --- wired M-Bus --------------------------------------------------------------
-
-MBUS_MAX_DATA: Final = 245  # L = 250: C, A, CI, STSAP, DTSAP + 245 bytes
-
-
-def mbus_frames(
-    apdu: bytes,
-    *,
-    control: int = 0x53,
-    address: int = 0xFF,
-    stsap: int = 0x01,
-    dtsap: int = 0x67,
-    max_data: int = MBUS_MAX_DATA,
-) -> list[bytes]:
-    """An APDU in wired M-Bus long frames with the DLMS transport layer.
-
-    CI = segment number (0..15) plus 0x10 on the last segment, as the Austrian
-    Kaifa/Sagemcom meters send it.
-    """
-    if not 0 < max_data <= MBUS_MAX_DATA:
-        raise ValueError(f"M-Bus data per frame must be 1..{MBUS_MAX_DATA} bytes")
-    chunks = [apdu[i : i + max_data] for i in range(0, len(apdu), max_data)] or [b""]
-    if len(chunks) > 16:
-        raise ValueError("an M-Bus DLMS push has at most 16 segments")
-    frames = []
-    for i, chunk in enumerate(chunks):
-        ci = i | (0x10 if i == len(chunks) - 1 else 0)
-        body = bytes([control, address, ci, stsap, dtsap]) + chunk
-        n = len(body)
-        frames.append(bytes([0x68, n, n, 0x68]) + body + bytes([mbus_checksum(body), 0x16]))
-    return frames

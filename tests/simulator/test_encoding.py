@@ -9,11 +9,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import pytest
 
 from meterpipe.common.errors import ChecksumError
-from meterpipe.decoder.crc import mbus_checksum
-from meterpipe.decoder.link import NEED_DATA, Framer, LinkFrame, parse_hdlc, parse_mbus
+from meterpipe.common.link.crc import mbus_checksum
+from meterpipe.common.link.frames import NEED_DATA, Framer, LinkFrame, parse_hdlc, parse_mbus
 from meterpipe.decoder.security import decrypt, encrypt, parse_ciphered
-from meterpipe.reader import encoding as enc
-from meterpipe.reader.meter_models import MODELS, encode_frames, encode_notification
+from meterpipe.common.link import build as link_build
+from meterpipe.simulator import encoding as enc
+from meterpipe.simulator.models import MODELS, encode_frames, encode_notification
 from tests.conftest import needs_corpus, vector
 
 # --- A-XDR and APDUs ------------------------------------------------------------
@@ -93,7 +94,7 @@ def test_gbt_blocks_number_from_one_and_mark_the_last() -> None:
 
 
 def test_hdlc_frame_parses_and_checks() -> None:
-    raw = enc.hdlc_frame(enc.LLC_HEADER + b"\x0f\x01", destination=b"\xce\xff", source=b"\x03")
+    raw = link_build.hdlc_frame(link_build.LLC_HEADER + b"\x0f\x01", destination=b"\xce\xff", source=b"\x03")
     frame = parse_hdlc(raw)
     assert raw[:3] == bytes.fromhex("7ea00f") and raw[3:6] == bytes.fromhex("ceff03")
     assert frame.payload == b"\x0f\x01" and frame.first and not frame.more
@@ -102,9 +103,9 @@ def test_hdlc_frame_parses_and_checks() -> None:
         parse_hdlc(broken)
     for dest in (b"\xce", b"", b"\x03\x03"):
         with pytest.raises(ValueError):
-            enc.hdlc_frame(b"x", destination=dest, source=b"\x03")
+            link_build.hdlc_frame(b"x", destination=dest, source=b"\x03")
     with pytest.raises(ValueError):
-        enc.hdlc_frame(bytes(3000), destination=b"\xcf", source=b"\x03")
+        link_build.hdlc_frame(bytes(3000), destination=b"\xcf", source=b"\x03")
 
 
 def _frames(data: bytes) -> list[LinkFrame]:
@@ -120,7 +121,7 @@ def _frames(data: bytes) -> list[LinkFrame]:
 
 def test_hdlc_segments_set_the_segmentation_bit_on_all_but_the_last() -> None:
     apdu = bytes(range(256)) * 2
-    raws = enc.hdlc_segments(apdu, destination=b"\xcf", source=b"\x02\x23", max_info=154, segment_control=0x03)
+    raws = link_build.hdlc_segments(apdu, destination=b"\xcf", source=b"\x02\x23", max_info=154, segment_control=0x03)
     frames = _frames(b"".join(raws))
     assert [f.raw[1] for f in frames] == [0xA8, 0xA8, 0xA8, 0xA0]
     assert [f.more for f in frames] == [True, True, True, False]
@@ -131,7 +132,7 @@ def test_hdlc_segments_set_the_segmentation_bit_on_all_but_the_last() -> None:
 
 def test_mbus_frames_carry_the_dlms_transport_header() -> None:
     apdu = bytes(300)
-    raws = enc.mbus_frames(apdu)
+    raws = link_build.mbus_frames(apdu)
     assert [len(r) for r in raws] == [256, 6 + 5 + 55]
     first, last = parse_mbus(raws[0]), parse_mbus(raws[1])
     assert raws[0][:9] == bytes.fromhex("68fafa6853ff000167")
@@ -199,7 +200,7 @@ def test_am550_segmentation_rebuilt_exactly() -> None:
     v = vector("sdc-iskra-am550-ch-unenc-vse2026-hdlcseg")
     apdu, _ = _apdu_of(v)
     assert encode_frames(MODELS["am550"], apdu) == _frames_hex(v)
-    assert enc.hdlc_segments(apdu, destination=b"\xcf", source=b"\x02\x23", max_info=154, segment_control=3) == (
+    assert link_build.hdlc_segments(apdu, destination=b"\xcf", source=b"\x02\x23", max_info=154, segment_control=3) == (
         _frames_hex(v)
     )
 

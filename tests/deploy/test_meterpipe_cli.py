@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from meterpipe.common import cli
-from meterpipe.common.cli import COMMANDS, main
+from meterpipe.deploy import cli
+from meterpipe.deploy.cli import COMMANDS, main
 from meterpipe.common.errors import fingerprint
 from meterpipe.common.logs import setup_logging
 from meterpipe.common.startup import load_or_exit
@@ -29,7 +29,7 @@ AUTH = "C0FFEE00DEADBEEF0123456789ABCDEF"
 
 def _run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "meterpipe.common.cli", *args],
+        [sys.executable, "-m", "meterpipe.deploy.cli", *args],
         capture_output=True, text=True, env=env, timeout=30, check=False,
     )
 

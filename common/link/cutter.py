@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Protocol
 
 from meterpipe.common.schema import LinkLayer
-from meterpipe.decoder.dsmr import TelegramBuffer
-from meterpipe.decoder.link import DEFAULT_MAX_BUFFER, Framer, LinkFrame, NeedData
+from meterpipe.common.link.p1 import TelegramBuffer
+from meterpipe.common.link.frames import DEFAULT_MAX_BUFFER, Framer, LinkFrame, NeedData
 
 
 class FrameCutter(Protocol):

@@ -23,23 +23,23 @@ class Command(NamedTuple):
 
 
 COMMANDS: Mapping[str, Command] = {
-    "run": Command("meterpipe.common.supervise:run_main",
+    "run": Command("meterpipe.deploy.supervise:run_main",
                    "start the whole pipeline (readers, decoder, publishers) under supervisord"),
-    "demo": Command("meterpipe.common.supervise:demo_main",
+    "demo": Command("meterpipe.deploy.demo:main",
                     "run the pipeline against simulated meters, no hardware needed"),
-    "status": Command("meterpipe.common.supervise:status_main",
+    "status": Command("meterpipe.deploy.supervise:status_main",
                       "show the processes of a running pipeline and their state"),
-    "stop": Command("meterpipe.common.supervise:stop_main",
+    "stop": Command("meterpipe.deploy.supervise:stop_main",
                     "stop a pipeline started with 'meterpipe run'"),
     "tap": Command("meterpipe.publishers.tap:main",
                    "print the readings and status messages as they are published"),
     "decode": Command("meterpipe.decoder.cli:main",
                       "decode captured frames (hex or file) and print the readings"),
-    "simulate": Command("meterpipe.reader.simulator:main",
+    "simulate": Command("meterpipe.simulator.main:main",
                         "play a simulated meter's pushes onto a serial port or pty"),
-    "keys": Command("meterpipe.common.keys:main",
+    "keys": Command("meterpipe.deploy.keys:main",
                     "key tools: fingerprints, new keys, CurveZMQ key pairs"),
-    "check-config": Command("meterpipe.common.startup:check_main",
+    "check-config": Command("meterpipe.deploy.check_config:main",
                             "validate the config file and summarise it (keys never shown)"),
 }
 
