@@ -25,7 +25,7 @@ Modules here:
   private 0700 runtime directory) and endpoint validation.
 * :mod:`~meterpipe.common.schema`: the wire messages; the only msgpack user.
 * :mod:`~meterpipe.common.errors`: the one error root and key fingerprints.
-* :mod:`~meterpipe.common.logs` and :mod:`~meterpipe.common.startup`: what each
+* :mod:`~meterpipe.common.logs` and :mod:`~meterpipe.common.process`: what each
   process ``main()`` does first (logging to stdout, config or exit code 2).
 * :mod:`~meterpipe.deploy.cli`: the ``meterpipe`` command and its subcommands.
 """

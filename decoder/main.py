@@ -10,21 +10,24 @@ Exit codes: 0 clean stop, 2 configuration error, 3 cannot bind a socket.
 
 from __future__ import annotations
 
-import argparse
 import logging
-import signal
-import sys
 import time
 from collections.abc import Sequence
-from types import FrameType
 
 import zmq
 
 from meterpipe.common.curve import secure_frames_server
 from meterpipe.common.endpoints import ensure_ipc_dir, replay_endpoint
-from meterpipe.common.logs import setup_logging
 from meterpipe.common.errors import ConfigError
-from meterpipe.common.startup import add_config_argument, error_line, load_or_exit
+from meterpipe.common.logs import setup_logging
+from meterpipe.common.process import (
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    StopFlag,
+    base_parser,
+    config_error_exit,
+    load_config_or_exit,
+)
 from meterpipe.decoder.service import DecoderService
 
 log = logging.getLogger(__name__)
@@ -35,27 +38,11 @@ LINGER_MS = 500
 SUBSCRIBER_GRACE_S = 1.0
 
 
-class _Stop:
-    def __init__(self) -> None:
-        self.requested = False
-
-    def handle(self, signum: int, frame: FrameType | None) -> None:
-        self.requested = True
-
-    def __call__(self) -> bool:
-        return self.requested
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="meterpipe-decoder", description="Decode every meter's frames into readings.")
-    add_config_argument(parser)
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
-    args = parser.parse_args(argv)
+    args = base_parser("meterpipe-decoder", "Decode every meter's frames into readings.").parse_args(argv)
     setup_logging(args.verbose, name="decoder")
-    config = load_or_exit(args.config)
-    stop = _Stop()
-    signal.signal(signal.SIGTERM, stop.handle)
-    signal.signal(signal.SIGINT, stop.handle)
+    config = load_config_or_exit(args.config)
+    stop = StopFlag().install()
     ctx = zmq.Context()
     pull = ctx.socket(zmq.PULL)
     pub = ctx.socket(zmq.PUB)
@@ -77,8 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             ensure_ipc_dir(endpoint)
             sock.bind(endpoint)
     except (zmq.ZMQError, OSError, ConfigError) as exc:
+        code = EXIT_UNAVAILABLE
         if isinstance(exc, ConfigError):
-            print(error_line(exc), file=sys.stderr, flush=True)
+            code = config_error_exit(exc)
         else:
             log.error("cannot bind %s: %s (is another decoder running?)", endpoint, exc)
         for sock, _ in bindings:
@@ -86,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if auth is not None:
             auth.stop()
         ctx.term()
-        return 2 if isinstance(exc, ConfigError) else 3
+        return code
     names = ", ".join(m.name for m in config.meters)
     log.info("decoder up: frames on %s, readings on %s, meters: %s", config.endpoints.frames, config.endpoints.readings, names)
     # Subscribers (re)connect within ZeroMQ's 100 ms reconnect interval; readers'
@@ -106,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             auth.stop()
         ctx.term()
     log.info("decoder stopped")
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

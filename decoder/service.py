@@ -16,6 +16,7 @@ import zmq
 
 from meterpipe.common.config import MeterConfig
 from meterpipe.common.errors import MeterpipeError, SchemaError
+from meterpipe.common.process import POLL_MS
 from meterpipe.common.schema import (
     Push,
     ReadingsMessage,
@@ -32,8 +33,6 @@ from meterpipe.decoder.session import MeterDecoder
 from meterpipe.decoder.status import MeterStatus
 
 log = logging.getLogger(__name__)
-
-POLL_MS = 500  # idle wake-ups twice a second; SIGTERM is seen within half a second
 
 
 class DecoderService:

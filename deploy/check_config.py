@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from meterpipe.common.config import Config, MeterConfig, load_config
 from meterpipe.common.errors import ConfigError, fingerprint
-from meterpipe.common.startup import EXIT_CONFIG, add_config_argument, error_line
+from meterpipe.common.process import EXIT_CONFIG, add_config_argument, error_line
 
 
 def _secret(value: bytes | None) -> str:

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from meterpipe.common.endpoints import default_endpoints, make_private_dir, runtime_dir
-from meterpipe.common.startup import load_or_exit
+from meterpipe.common.process import load_config_or_exit
 from meterpipe.deploy.supervise import program, reader_programs, supervisor_env, supervisord_command, write_programs
 
 DEMO_METERS = (("house", "e450", True), ("flat", "am550", False))
@@ -86,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rundir = runtime_dir() / "demo"
     make_private_dir(rundir)
     data_dir = args.data_dir.resolve()
-    config = load_or_exit(str(write_demo_config(rundir, data_dir, args.interval, args.mqtt)))
+    config = load_config_or_exit(str(write_demo_config(rundir, data_dir, args.interval, args.mqtt)))
     write_programs(rundir, [simulator_programs(rundir, args.interval), reader_programs(config)])
     log_path = rundir / "supervisord.log"
     print(f"meterpipe demo: 2 simulated meters, decoder, CSV into {data_dir}"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from meterpipe.common.config import Config
 from meterpipe.common.endpoints import make_private_dir, runtime_dir
-from meterpipe.common.startup import add_config_argument, load_or_exit
+from meterpipe.common.process import add_config_argument, load_config_or_exit
 
 PROGRAM_OPTIONS = """\
 autorestart=unexpected
@@ -104,7 +104,7 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 def run_main(argv: Sequence[str] | None = None) -> int:
     args = _parser("meterpipe run", "Run every meterpipe process under supervisord, in the foreground.").parse_args(argv)
-    config = load_or_exit(args.config)
+    config = load_config_or_exit(args.config)
     rundir = runtime_dir()
     write_programs(rundir, [reader_programs(config)])
     env = supervisor_env(config, rundir)

@@ -41,6 +41,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from meterpipe.common.schema import ReadingsMessage, Status, check_meter_name
+from meterpipe.publishers.subscriber import Handler
 
 log = logging.getLogger(__name__)
 
@@ -328,7 +329,7 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
-class CsvHandler:
+class CsvHandler(Handler):
     """Subscriber handler: readings to rows, retention once an hour."""
 
     def __init__(self, store: CsvStore) -> None:
@@ -338,18 +339,12 @@ class CsvHandler:
     def on_readings(self, msg: ReadingsMessage) -> None:
         self.store.write(msg)
 
-    def on_status(self, status: Status) -> None:
-        pass
-
     def tick(self, now: float) -> None:
         if self.store.pending:
             self.store.flush()
         if now >= self._next_retention:
             self._next_retention = now + RETENTION_EVERY_S
             self.store.expire(datetime.fromtimestamp(now, UTC).date())
-
-    def poll_fds(self) -> list[int]:
-        return []
 
     def replay_cursor(self) -> dict[str, int]:
         return self.store.last_received()

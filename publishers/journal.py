@@ -150,7 +150,9 @@ def _print(line: str) -> None:
     sys.stdout.flush()
 
 
-class JournalHandler:
+class JournalHandler(Handler):
+    """Every push and every new status error to journald; no catch-up (a log, not a store)."""
+
     def __init__(self, sink: JournalSink) -> None:
         self.sink = sink
         self._last_error: dict[str, str | None] = {}
@@ -164,14 +166,6 @@ class JournalHandler:
         if status.last_error and status.last_error != prev:
             self.sink.send(status_fields(status))
 
-    def tick(self, now: float) -> None:
-        pass
-
-    def poll_fds(self) -> list[int]:
-        return []
-
-    def replay_cursor(self) -> dict[str, int]:
-        return {}  # the journal is a log, not a store: no catch-up after a restart
 
 
 def build(config: Config) -> tuple[Handler, Callable[[], None]]:

@@ -13,27 +13,30 @@ MQTT spool, and keep receiving. RCVHWM is set high (100 000 messages) so a short
 stall is absorbed by the queue; the per-meter ``seq`` lets us see and count what
 was lost anyway.
 
-The loop polls with a timeout (<= 200 ms) so that a SIGTERM handler which only
+The loop polls with a timeout (``POLL_MS``) so that a SIGTERM handler which only
 sets a flag is seen promptly, and calls ``handler.tick(now)`` after every poll
 for periodic work (flush, retention, MQTT network I/O and reconnect).
+
+A new publisher is a :class:`Handler` subclass that overrides what it needs, a
+``main()`` that calls :func:`run_publisher`, one row in
+:data:`meterpipe.deploy.programs.PROGRAMS` and its ``[publishers.<name>]``
+section in :mod:`meterpipe.common.config`.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
-import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import FrameType
-from typing import Protocol
 
 import zmq
 
 from meterpipe.common.config import Config
 from meterpipe.common.errors import ConfigError, SchemaError
 from meterpipe.common.endpoints import replay_endpoint
+from meterpipe.common.logs import setup_logging
+from meterpipe.common.process import POLL_MS, StopFlag, base_parser, load_config_or_exit
 from meterpipe.common.schema import (
     READING_TOPIC,
     STATUS_TOPIC,
@@ -49,25 +52,31 @@ from meterpipe.common.schema import (
 log = logging.getLogger(__name__)
 
 RCVHWM = 100_000
-POLL_MS = 500  # idle wake-ups twice a second; SIGTERM is seen within half a second
 
 
-class Handler(Protocol):
-    """What a publisher implements; every method is called from the loop thread."""
+class Handler:
+    """What a publisher implements; every method is called from the loop thread.
 
-    def on_readings(self, msg: ReadingsMessage) -> None: ...
+    Each default does nothing, so a publisher overrides only what it uses.
+    """
 
-    def on_status(self, status: Status) -> None: ...
+    def on_readings(self, msg: ReadingsMessage) -> None:
+        """One decoded push (live, or replayed by the decoder at start)."""
+
+    def on_status(self, status: Status) -> None:
+        """A meter's counters and last error (every 10 s, and when the error changes)."""
 
     def tick(self, now: float) -> None:
-        """Periodic work; called after every poll (so at least every 200 ms)."""
+        """Periodic work; called after every poll (so at least every ``POLL_MS``)."""
 
     def poll_fds(self) -> Sequence[int]:
-        """Extra file descriptors whose readability should wake the loop (may be empty)."""
+        """Extra file descriptors whose readability should wake the loop."""
+        return ()
 
     def replay_cursor(self) -> Mapping[str, int]:
         """Per meter, the receive time (ns) of the last push already stored; pushes after
         it that the decoder still holds are replayed at start (empty: no replay)."""
+        return {}
 
 
 @dataclass(slots=True)
@@ -243,31 +252,6 @@ def run_subscriber(
 # --- process scaffolding shared by the publisher main()s ------------------------
 
 
-class StopFlag:
-    """Set by SIGTERM/SIGINT; the handler only sets the flag."""
-
-    def __init__(self) -> None:
-        self.stopped = False
-
-    def __call__(self) -> bool:
-        return self.stopped
-
-    def set(self, signum: int = 0, frame: FrameType | None = None) -> None:
-        self.stopped = True
-
-    def install(self) -> None:
-        signal.signal(signal.SIGTERM, self.set)
-        signal.signal(signal.SIGINT, self.set)
-
-
-def parse_args(prog: str, description: str, argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("--config", metavar="FILE", default=None,
-                        help="TOML config (default: $METERPIPE_CONFIG, else ./meterpipe.toml)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    return parser.parse_args(argv)
-
-
 def run_publisher(
     prog: str,
     description: str,
@@ -280,17 +264,12 @@ def run_publisher(
     ``build(config)`` returns the handler and a close function. Exit codes: 0 on
     SIGTERM/SIGINT and when the publisher is disabled in the config (supervisord
     needs ``startsecs=0`` and ``exitcodes=0`` so that a disabled publisher's quick
-    exit is not an error), 2 on a config error (from load_or_exit).
+    exit is not an error), 2 on a config error (from load_config_or_exit).
     """
-    from meterpipe.common.logs import setup_logging
-    from meterpipe.common.startup import load_or_exit
-
-    args = parse_args(prog, description, argv)
+    args = base_parser(prog, description).parse_args(argv)
     setup_logging(args.verbose, name=prog.removeprefix("meterpipe-"))
-    config = load_or_exit(args.config)
-    stop = StopFlag()
-    stop.install()
-    return serve(config, prog, section, build, stop)
+    config = load_config_or_exit(args.config)
+    return serve(config, prog, section, build, StopFlag().install())
 
 
 def serve(

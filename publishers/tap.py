@@ -26,7 +26,8 @@ from meterpipe.common.config import CONFIG_ENV
 from meterpipe.common.endpoints import default_endpoints
 from meterpipe.common.errors import ConfigError
 from meterpipe.common.schema import ReadingsMessage, Status, reading_topic, readings_json, status_topic
-from meterpipe.publishers.subscriber import StopFlag, run_subscriber
+from meterpipe.common.process import StopFlag
+from meterpipe.publishers.subscriber import Handler, run_subscriber
 
 
 def find_endpoint(endpoint: str | None, config: str | None) -> str:
@@ -53,7 +54,7 @@ def format_table(msg: ReadingsMessage) -> str:
     return "\n".join(lines)
 
 
-class TapHandler:
+class TapHandler(Handler):
     def __init__(self, prefix: bytes, as_json: bool, out: TextIO, count: int | None, stop: StopFlag) -> None:
         self._prefix = prefix
         self._json = as_json
@@ -84,14 +85,6 @@ class TapHandler:
             self._out.write(f"{status.meter}  status: {status.last_error}\n\n")
         self._out.flush()
 
-    def tick(self, now: float) -> None:
-        pass
-
-    def poll_fds(self) -> Sequence[int]:
-        return ()
-
-    def replay_cursor(self) -> dict[str, int]:
-        return {}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -108,8 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"meterpipe tap: config error: {exc}", file=sys.stderr)
         return 2
-    stop = StopFlag()
-    stop.install()
+    stop = StopFlag().install()
     if args.seconds:
         import signal
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import random
 import time
 from collections.abc import Callable
 from typing import Final, Protocol
@@ -24,6 +23,7 @@ import serial
 
 from meterpipe.common.config import MeterConfig
 from meterpipe.common.errors import ConfigError
+from meterpipe.common.process import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -76,33 +76,6 @@ def describe_error(exc: BaseException) -> str:
     if code == errno.ECONNREFUSED:
         return f"connection refused ({text}): is the serial bridge running?"
     return text
-
-
-class Backoff:
-    """Exponential retry delays: ``initial`` doubling up to ``cap``, plus up to ``jitter`` of each."""
-
-    def __init__(
-        self,
-        initial: float = 0.5,
-        cap: float = 30.0,
-        jitter: float = 0.1,
-        rng: random.Random | None = None,
-    ) -> None:
-        if initial <= 0 or cap < initial or not 0 <= jitter < 1:
-            raise ValueError("backoff needs 0 < initial <= cap and 0 <= jitter < 1")
-        self._initial = initial
-        self._cap = cap
-        self._jitter = jitter
-        self._rng = rng or random.Random()
-        self._next = initial
-
-    def next_delay(self) -> float:
-        delay = self._next
-        self._next = min(self._cap, self._next * 2)
-        return delay * (1 + self._jitter * self._rng.random())
-
-    def reset(self) -> None:
-        self._next = self._initial
 
 
 def _tries(n: int) -> str:

@@ -29,7 +29,8 @@ from meterpipe.common.schema import Frame
 from meterpipe.common.link.cutter import make_framer
 from meterpipe.common.link.frames import LinkFrame
 from meterpipe.reader.outbox import Outbox, PushSocket
-from meterpipe.reader.port import Backoff, PortKeeper, SerialLike
+from meterpipe.common.process import Backoff
+from meterpipe.reader.port import PortKeeper, SerialLike
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import random
-import signal
 import sys
 import termios
 import time
@@ -30,12 +29,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from types import FrameType
 from typing import IO, Any, Final, Protocol
 
 from meterpipe.common import config_fields
 from meterpipe.common.errors import ConfigError
 from meterpipe.common.logs import setup_logging
+from meterpipe.common.process import StopFlag
 from meterpipe.common.schema import decimal_text
 from meterpipe.decoder.security import SC_AUTHENTICATED, SC_ENCRYPTED, encrypt
 from meterpipe.simulator import encoding as enc
@@ -248,14 +247,6 @@ class SerialSink:
         self._port.close()
 
 
-class _Stop:
-    def __init__(self) -> None:
-        self.requested = False
-
-    def __call__(self, signum: int, frame: FrameType | None) -> None:
-        self.requested = True
-
-
 def _read_key_file(path: str | None, option: str) -> str | None:
     if path is None:
         return None
@@ -336,7 +327,7 @@ def _make_link(link: Path, target: str) -> None:
     os.replace(tmp, link)
 
 
-def _write(sink: _Sink, frames: Sequence[bytes], pace_bps: int | None, stop: _Stop) -> int:
+def _write(sink: _Sink, frames: Sequence[bytes], pace_bps: int | None, stop: StopFlag) -> int:
     """Write the frames; return the number of bytes that could not be written."""
     dropped = 0
     for frame in frames:
@@ -349,7 +340,7 @@ def _write(sink: _Sink, frames: Sequence[bytes], pace_bps: int | None, stop: _St
     return dropped
 
 
-def _run(args: argparse.Namespace, sink: _Sink, stop: _Stop, record: IO[str] | None) -> None:
+def _run(args: argparse.Namespace, sink: _Sink, stop: StopFlag, record: IO[str] | None) -> None:
     sim = None
     replay = b""
     if args.replay is not None:
@@ -418,9 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:
         print(exc.code, file=sys.stderr)
         return 2
-    stop = _Stop()
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    stop = StopFlag().install()
     sink: _Sink
     link: Path | None = None
     try:

@@ -1,4 +1,4 @@
-"""The ``meterpipe`` dispatcher, ``meterpipe check-config``, load_or_exit and setup_logging.
+"""The ``meterpipe`` dispatcher, ``meterpipe check-config``, load_config_or_exit and setup_logging.
 
 The check-config cases run the real command in a subprocess and assert what a
 person sees: exit code 2, one stderr line naming the setting, and no key (nor
@@ -21,7 +21,7 @@ from meterpipe.deploy import cli
 from meterpipe.deploy.cli import COMMANDS, main
 from meterpipe.common.errors import fingerprint
 from meterpipe.common.logs import setup_logging
-from meterpipe.common.startup import load_or_exit
+from meterpipe.common.process import load_config_or_exit
 
 KEY = "8F3A0C11D2E4B5A6978899AABBCCDDEE"
 AUTH = "C0FFEE00DEADBEEF0123456789ABCDEF"
@@ -238,7 +238,7 @@ def test_load_or_exit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     bad = tmp_path / "bad.toml"
     bad.write_text(f'[[meters]]\nname = "m"\nport = "/dev/x"\nkey = "{KEY[:31]}"\n')
     with pytest.raises(SystemExit) as info:
-        load_or_exit(str(bad))
+        load_config_or_exit(str(bad))
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("config error: meters.m.key: ") and err.count("\n") == 1
@@ -247,7 +247,7 @@ def test_load_or_exit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     good.write_text(f'[[meters]]\nname = "m"\nport = "/dev/x"\nkey = "{KEY}"\n')
     good.chmod(0o604)
     with caplog.at_level(logging.WARNING):
-        config = load_or_exit(str(good))
+        config = load_config_or_exit(str(good))
     assert config.meters[0].key == bytes.fromhex(KEY)
     assert [r.levelno for r in caplog.records] == [logging.WARNING]
     assert "readable by group or others" in caplog.records[0].getMessage()

@@ -18,7 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from meterpipe.common.config import Config, MqttConfig, PublishersConfig
 from meterpipe.common.endpoints import EndpointsConfig
-from meterpipe.publishers.mqtt_main import build
+from meterpipe.publishers.mqtt.main import build
 from meterpipe.publishers.subscriber import serve
 
 

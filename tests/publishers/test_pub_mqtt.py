@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from meterpipe.common.config import MqttConfig
-from meterpipe.publishers.mqtt_link import LOGIN_REFUSED, MqttLink
-from meterpipe.publishers.spool import Spool
+from meterpipe.publishers.mqtt.link import LOGIN_REFUSED, MqttLink
+from meterpipe.publishers.mqtt.spool import Spool
 from tests.publishers.conftest import Broker, Feeder, make_msg, needs_mosquitto, spawn, wait_for, write_config
 from tests.publishers.mqtt_helpers import Collector, ThreadPublisher, make_ca
 
@@ -137,7 +137,7 @@ def test_spool_survives_a_killed_publisher(broker_factory: BrokerFactory, feeder
                           f"[publishers.mqtt]\nenabled = true\nport = {broker.port}\n"
                           f'spool_path = "{spool_path}"\n[publishers.csv]\nenabled = false\n')
     log = tmp_path / "mqtt.log"
-    proc = spawn("meterpipe.publishers.mqtt_main", config, log)
+    proc = spawn("meterpipe.publishers.mqtt.main", config, log)
     proc2: subprocess.Popen[bytes] | None = None
     try:
         seq = warm_up(feeder, collector)
@@ -158,7 +158,7 @@ def test_spool_survives_a_killed_publisher(broker_factory: BrokerFactory, feeder
         proc.send_signal(signal.SIGKILL)
         proc.wait(5)
         broker.start()
-        proc2 = spawn("meterpipe.publishers.mqtt_main", config, log)
+        proc2 = spawn("meterpipe.publishers.mqtt.main", config, log)
         last = seq - 1
         wait_for(lambda: last in collector.seqs(), 30, f"seq {last} from the spool after the restart")
         # and the restarted publisher goes on with new pushes

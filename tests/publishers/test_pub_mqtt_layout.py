@@ -9,10 +9,10 @@ import pytest
 
 from meterpipe.common.config import MqttConfig
 from meterpipe.common.schema import Reading
-from meterpipe.publishers import discovery
-from meterpipe.publishers.mqtt_layout import OutMessage, meterpipe_messages, sdc_messages
-from meterpipe.publishers.mqtt_main import push_messages
-from meterpipe.publishers.spool import Spool
+from meterpipe.publishers.mqtt import discovery
+from meterpipe.publishers.mqtt.layout import OutMessage, meterpipe_messages, sdc_messages
+from meterpipe.publishers.mqtt.main import push_messages
+from meterpipe.publishers.mqtt.spool import Spool
 from tests.publishers.conftest import make_msg
 
 

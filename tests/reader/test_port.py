@@ -13,7 +13,8 @@ import pytest
 import serial
 
 from meterpipe.common.config import MeterConfig
-from meterpipe.reader.port import Backoff, PortKeeper, SerialLike, describe_error, open_serial
+from meterpipe.common.process import Backoff
+from meterpipe.reader.port import PortKeeper, SerialLike, describe_error, open_serial
 
 
 class FakeClock:

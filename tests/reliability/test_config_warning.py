@@ -56,11 +56,11 @@ def test_processes_under_supervisord_log_the_loose_config_warning(rundir: Path) 
     try:
         inline = f"config file {config} holds secrets inline (meters.house.key) and is readable by group or others"
         loose_file = f"meters.flat.key_file: {key_file} is readable by group or others; run chmod 600 {key_file}"
-        needed = [f"decoder WARNING meterpipe.common.startup: config: {inline}",
-                  f"decoder WARNING meterpipe.common.startup: config: {loose_file}",
-                  f"reader house WARNING meterpipe.common.startup: config: {inline}",
-                  f"reader flat WARNING meterpipe.common.startup: config: {loose_file}",
-                  f"csv WARNING meterpipe.common.startup: config: {inline}"]
+        needed = [f"decoder WARNING meterpipe.common.process: config: {inline}",
+                  f"decoder WARNING meterpipe.common.process: config: {loose_file}",
+                  f"reader house WARNING meterpipe.common.process: config: {inline}",
+                  f"reader flat WARNING meterpipe.common.process: config: {loose_file}",
+                  f"csv WARNING meterpipe.common.process: config: {inline}"]
         for needle in needed:
             wait_for_text(supervisor.output, needle, 30)
     finally:
@@ -100,7 +100,7 @@ def test_decoder_logs_a_loose_curve_secret_but_not_a_private_config(rundir: Path
     ]))
     config.chmod(0o600)  # the inline key is fine in a private file
     text = _run_decoder(config, rundir / "decoder.log")
-    assert (f"WARNING meterpipe.common.startup: config: endpoints.curve_server_secret: {secret} is readable "
+    assert (f"WARNING meterpipe.common.process: config: endpoints.curve_server_secret: {secret} is readable "
             f"by group or others; run chmod 600 {secret}") in text
     assert "holds secrets inline" not in text
     assert "CurveZMQ server, 1 authorised reader key(s)" in text

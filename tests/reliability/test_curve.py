@@ -21,7 +21,7 @@ import pytest
 import zmq
 import zmq.auth
 
-from meterpipe.common import cli
+from meterpipe.deploy import cli
 from meterpipe.common.config import config_from_dict
 from meterpipe.common.endpoints import EndpointsConfig
 from meterpipe.common.curve import (

@@ -279,7 +279,7 @@ def test_no_secret_in_logs_status_messages_or_command_lines(rundir: Path) -> Non
             start_simulator(meter, simdir, INTERVAL)
         with bad_log.open("wb") as out:  # a publisher whose login the broker refuses
             bad_publisher = subprocess.Popen(
-                [sys.executable, "-m", "meterpipe.publishers.mqtt_main", "--config", str(bad_config), "-v"],
+                [sys.executable, "-m", "meterpipe.publishers.mqtt.main", "--config", str(bad_config), "-v"],
                 stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         deadline = time.monotonic() + 60
         want_topics = {b"reading/house", b"reading/shop", b"status/house", b"status/shop", b"status/odd"}
@@ -366,7 +366,7 @@ def test_no_secret_in_debug_logs(rundir: Path) -> None:
     try:
         for meter in (house, odd):
             start_simulator(meter, simdir, INTERVAL)
-        programs = {"decoder": ["meterpipe.decoder.main"], "mqtt": ["meterpipe.publishers.mqtt_main"],
+        programs = {"decoder": ["meterpipe.decoder.main"], "mqtt": ["meterpipe.publishers.mqtt.main"],
                     "csv": ["meterpipe.publishers.csv_main"],
                     "reader-house": ["meterpipe.reader.main", "--meter", "house"],
                     "reader-odd": ["meterpipe.reader.main", "--meter", "odd"]}

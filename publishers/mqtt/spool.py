@@ -20,7 +20,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from meterpipe.publishers.mqtt_layout import OutMessage
+from meterpipe.publishers.mqtt.layout import OutMessage
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from pathlib import Path
 
 from meterpipe.common.config import Config, MqttConfig
 from meterpipe.common.schema import ReadingsMessage, Status
-from meterpipe.publishers import discovery
-from meterpipe.publishers.mqtt_layout import (
+from meterpipe.publishers.mqtt import discovery
+from meterpipe.publishers.mqtt.layout import (
     OutMessage,
     availability_topic,
     meterpipe_messages,
@@ -35,8 +35,8 @@ from meterpipe.publishers.mqtt_layout import (
     sdc_type,
     value_topic,
 )
-from meterpipe.publishers.mqtt_link import MqttLink
-from meterpipe.publishers.spool import Spool
+from meterpipe.publishers.mqtt.link import MqttLink
+from meterpipe.publishers.mqtt.spool import Spool
 from meterpipe.publishers.subscriber import Handler, run_publisher
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,9 @@ def push_messages(cfg: MqttConfig, msg: ReadingsMessage, announced: set[tuple[st
     return out
 
 
-class MqttHandler:
+class MqttHandler(Handler):
+    """Pushes into the on-disk spool; the link drains it to the broker on every tick."""
+
     def __init__(self, cfg: MqttConfig, spool: Spool, link: MqttLink) -> None:
         self.cfg = cfg
         self.spool = spool
@@ -97,9 +99,6 @@ class MqttHandler:
             self.spool_errors += 1
             log.error("MQTT spool %s cannot store push %s of meter %s (%s); %s lost so far",
                       self.spool.path, msg.seq, msg.meter, exc, self.spool_errors)
-
-    def on_status(self, status: Status) -> None:
-        pass
 
     def tick(self, now: float) -> None:
         self.link.tick()

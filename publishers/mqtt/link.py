@@ -31,7 +31,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from meterpipe.common.config import MqttConfig
 from meterpipe.common.errors import ConfigError
-from meterpipe.publishers.spool import Spool
+from meterpipe.publishers.mqtt.spool import Spool
 
 log = logging.getLogger(__name__)
 

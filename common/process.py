@@ -1,0 +1,130 @@
+"""Process plumbing, written once: what every meterpipe ``main()`` does first.
+
+* :func:`base_parser`: ``--config FILE`` and ``-v``, the options every process has;
+* :func:`load_config_or_exit`: the config, or one line on stderr naming the
+  setting (``config error: meters.house.key: ...``) and exit code 2, which
+  supervisord's ``exitcodes`` keeps from restart-looping; warnings (a
+  world-readable file holding a key inline, ...) are logged and do not stop it;
+* :class:`StopFlag`: SIGTERM/SIGINT only set it; loops poll it every
+  :data:`POLL_MS` at most;
+* :class:`Backoff`: the retry delays of everything that reconnects;
+* the exit codes every process shares.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import signal
+import sys
+import time
+from types import FrameType
+
+from meterpipe.common.config import CONFIG_ENV, Config, load_config
+from meterpipe.common.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_CONFIG = 2  # a bad setting: restarting would not help (supervisord exitcodes=0,2)
+EXIT_UNAVAILABLE = 3  # a socket or port the process needs is taken or missing
+POLL_MS = 500  # idle wake-ups twice a second; SIGTERM is seen within half a second
+
+
+def add_config_argument(parser: argparse.ArgumentParser) -> None:
+    """Add ``--config FILE`` to a process's argument parser (default: None = look it up)."""
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        default=None,
+        help=f"config file (default: ${CONFIG_ENV}, else ./meterpipe.toml)",
+    )
+
+
+def error_line(exc: ConfigError) -> str:
+    """``config error: <field>: <message>`` on a single line."""
+    text = " ".join(str(exc).split())
+    return f"config error: {text}"
+
+
+def load_config_or_exit(path: str | None) -> Config:
+    """Load the config; on ConfigError print one line to stderr and exit with code 2."""
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        raise SystemExit(config_error_exit(exc)) from exc
+    for warning in config.warnings:
+        log.warning("config: %s", warning)
+    return config
+
+
+def base_parser(prog: str, description: str, *, verbose: bool = True) -> argparse.ArgumentParser:
+    """An argument parser with ``--config FILE`` (and ``-v/--verbose`` for processes that log)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    add_config_argument(parser)
+    if verbose:
+        parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    return parser
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT (after :meth:`install`) or by :meth:`set`; loops call it to ask.
+
+    The handler only sets the flag and notes when (``at``, monotonic seconds), so
+    a loop that polls with a timeout sees it within one poll.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.at = 0.0
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    def set(self, signum: int = 0, frame: FrameType | None = None) -> None:
+        if not self.requested:
+            self.requested = True
+            self.at = time.monotonic()
+
+    def install(self) -> StopFlag:
+        signal.signal(signal.SIGTERM, self.set)
+        signal.signal(signal.SIGINT, self.set)
+        return self
+
+    def left(self, budget: float) -> float:
+        """Seconds left of ``budget`` since the stop request (all of it before one)."""
+        return budget - (time.monotonic() - self.at) if self.requested else budget
+
+
+class Backoff:
+    """Exponential retry delays: ``initial`` doubling up to ``cap``, plus up to ``jitter`` of each."""
+
+    def __init__(
+        self,
+        initial: float = 0.5,
+        cap: float = 30.0,
+        jitter: float = 0.1,
+        rng: random.Random | None = None,
+    ) -> None:
+        if initial <= 0 or cap < initial or not 0 <= jitter < 1:
+            raise ValueError("backoff needs 0 < initial <= cap and 0 <= jitter < 1")
+        self._initial = initial
+        self._cap = cap
+        self._jitter = jitter
+        self._rng = rng or random.Random()
+        self._next = initial
+
+    def next_delay(self) -> float:
+        delay = self._next
+        self._next = min(self._cap, self._next * 2)
+        return delay * (1 + self._jitter * self._rng.random())
+
+    def reset(self) -> None:
+        self._next = self._initial
+
+
+def config_error_exit(exc: ConfigError) -> int:
+    """Print the one ``config error:`` line for ``exc`` and give the exit code for it."""
+    print(error_line(exc), file=sys.stderr, flush=True)
+    return EXIT_CONFIG
