@@ -307,11 +307,12 @@ class Supervisor:
 
     def __init__(self, rundir: Path, config_path: Path, *, readers: bool = True) -> None:
         from meterpipe.common.config import load_config
-        from meterpipe.deploy.supervise import reader_programs, supervisor_env, supervisord_command, write_programs
+        from meterpipe.deploy.programs import programs_conf
+        from meterpipe.deploy.supervise import supervisor_env, supervisord_command, write_programs
 
         self.rundir = rundir
         self.config = load_config(config_path)
-        write_programs(rundir, [reader_programs(self.config) if readers else "; no readers\n"])
+        write_programs(rundir, programs_conf(self.config, readers=readers))
         env = supervisor_env(self.config, rundir)
         self.log_path = rundir / "supervisord.log"
         with open(self.log_path, "wb") as log:

@@ -6,10 +6,13 @@ Runs supervisord with two simulated meters on ptys (an encrypted and
 authenticated Landis+Gyr E450 with fresh random keys, and an Iskraemeco AM550),
 one reader per meter, the decoder and the CSV publisher (plus MQTT with
 ``--mqtt``), and prints the readings as they arrive. Ctrl-C, or the end of
-``--seconds``, stops everything and leaves no process behind. The decoder uses
-the default endpoints, so ``meterpipe tap`` in a second terminal shows the same
-readings. The demo's own files (config, keys, supervisord socket and log) live in
-``<runtime dir>/demo``.
+``--seconds``, stops everything and leaves no process behind.
+
+The demo is an instance of its own: its sockets, config, keys, control socket
+and log live in ``<runtime dir>/demo``, never shared with a ``meterpipe run``
+going at the same time, and a second demo is refused while one runs.
+``meterpipe tap --config <runtime dir>/demo/meterpipe.toml`` in a second
+terminal shows its readings.
 """
 
 from __future__ import annotations
@@ -23,9 +26,18 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from meterpipe.common.endpoints import default_endpoints, make_private_dir, runtime_dir
-from meterpipe.common.process import load_config_or_exit
-from meterpipe.deploy.supervise import program, reader_programs, supervisor_env, supervisord_command, write_programs
+from meterpipe.common.endpoints import default_endpoints, runtime_dir
+from meterpipe.common.process import EXIT_UNAVAILABLE, StopFlag, load_config_or_exit
+from meterpipe.deploy.programs import programs_conf, section
+from meterpipe.deploy.supervise import (
+    already_running,
+    demo_dir,
+    running_pid,
+    supervisor_env,
+    supervisord_command,
+    take_lock,
+    write_programs,
+)
 
 DEMO_METERS = (("house", "e450", True), ("flat", "am550", False))
 
@@ -37,7 +49,7 @@ def _write_secret(path: Path, data: bytes) -> None:
 
 
 def write_demo_config(rundir: Path, data_dir: Path, interval: float, mqtt: str | None) -> Path:
-    endpoints = default_endpoints()
+    endpoints = default_endpoints(environ={"METERPIPE_RUNTIME_DIR": str(rundir)})
     lines = []
     for name, model, encrypted in DEMO_METERS:
         lines += ["[[meters]]", f'name = "{name}"', f'port = "{rundir / (name + ".pty")}"', 'link = "hdlc"']
@@ -69,7 +81,7 @@ def simulator_programs(rundir: Path, interval: float) -> str:
         )
         if encrypted:
             command += f" --key-file {rundir / (name + '.key')} --auth-key-file {rundir / (name + '.auth_key')}"
-        parts.append(program(f"simulator-{name}", command, priority=5, startsecs=1))
+        parts.append(section(f"simulator-{name}", command, priority=5, startsecs=1))
     return "\n".join(parts)
 
 
@@ -83,31 +95,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.interval < 0.05:
         parser.error("--interval must be at least 0.05 s")
-    rundir = runtime_dir() / "demo"
-    make_private_dir(rundir)
+    rundir = demo_dir(runtime_dir())
+    lock = take_lock(rundir)
+    if lock is None:
+        print(already_running(running_pid(rundir) or 0, rundir).replace("meterpipe is", "a meterpipe demo is"),
+              file=sys.stderr)
+        return EXIT_UNAVAILABLE
     data_dir = args.data_dir.resolve()
-    config = load_config_or_exit(str(write_demo_config(rundir, data_dir, args.interval, args.mqtt)))
-    write_programs(rundir, [simulator_programs(rundir, args.interval), reader_programs(config)])
+    config_path = write_demo_config(rundir, data_dir, args.interval, args.mqtt)
+    config = load_config_or_exit(str(config_path))
+    write_programs(rundir, programs_conf(config, extra=[simulator_programs(rundir, args.interval)]))
     log_path = rundir / "supervisord.log"
     print(f"meterpipe demo: 2 simulated meters, decoder, CSV into {data_dir}"
           + (f", MQTT to {args.mqtt}" if args.mqtt else ""), flush=True)
-    print(f"  process log: {log_path}   watch from another terminal: meterpipe tap", flush=True)
+    print(f"  process log: {log_path}", flush=True)
+    print(f"  watch from another terminal: meterpipe tap --config {config_path}", flush=True)
     with open(log_path, "ab") as log_file:
         supervisord = subprocess.Popen(
-            supervisord_command(), env=supervisor_env(config, rundir), stdout=log_file, stderr=subprocess.STDOUT
+            supervisord_command(), env=supervisor_env(config, rundir), stdout=log_file, stderr=subprocess.STDOUT,
+            pass_fds=(lock,),  # supervisord holds the instance lock too, for as long as it runs
         )
     try:
         return _show(config.endpoints.readings, args.seconds, args.json, supervisord)
     finally:
         _stop(supervisord)
+        os.close(lock)
 
 
 def _show(endpoint: str, seconds: float | None, as_json: bool, supervisord: subprocess.Popen[bytes]) -> int:
-    from meterpipe.publishers.subscriber import StopFlag, run_subscriber
+    from meterpipe.publishers.subscriber import run_subscriber
     from meterpipe.publishers.tap import TapHandler
 
-    stop = StopFlag()
-    stop.install()
+    stop = StopFlag().install()
     deadline = time.monotonic() + seconds if seconds else None
 
     class _Until(TapHandler):

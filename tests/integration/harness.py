@@ -21,7 +21,8 @@ import zmq
 
 from meterpipe.common.config import load_config
 from meterpipe.common.schema import ReadingsMessage, Status, decode_readings, decode_status
-from meterpipe.deploy.supervise import reader_programs, supervisor_env, supervisord_command, write_programs
+from meterpipe.deploy.programs import programs_conf
+from meterpipe.deploy.supervise import supervisor_env, supervisord_command, write_programs
 
 PY = sys.executable
 
@@ -107,7 +108,7 @@ class Supervisor:
     def __init__(self, rundir: Path, config_path: Path) -> None:
         self.rundir = rundir
         self.config = load_config(config_path)
-        write_programs(rundir, [reader_programs(self.config)])
+        write_programs(rundir, programs_conf(self.config))
         self.env = supervisor_env(self.config, rundir)
         self.log = open(rundir / "supervisord.log", "ab")  # noqa: SIM115 - closed in stop(); append: supervisord writes it too
         self.proc = subprocess.Popen(supervisord_command(), env=self.env, stdout=self.log, stderr=subprocess.STDOUT)

@@ -1,0 +1,104 @@
+"""The supervisord program table: every meterpipe process, readers and publishers alike.
+
+``meterpipe run`` (and ``meterpipe demo``) turn the config into
+``<runtime dir>/programs.conf``, which ``deploy/supervisord.conf`` includes: one
+``[program:x]`` per row of :data:`PROGRAMS`, one ``reader-<meter>`` per
+``[[meters]]`` entry, and the ``[group:readers]`` that holds them. A publisher
+switched off in its ``[publishers.<name>]`` section is written with
+``autostart=false``, so ``meterpipe status`` still lists it.
+
+Adding a publisher is its module, one row here and its config section.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from meterpipe.common.config import Config
+
+# What every program shares, with the reason for each value.
+COMMON_OPTIONS = """\
+startretries=1000              ; a meter unplugged for hours comes back without a FATAL
+autorestart=unexpected         ; restart after a crash or a kill, never after a clean stop
+exitcodes=0,2                  ; 0 = stopped or disabled, 2 = config error: a restart would not help
+stopsignal=TERM                ; handlers only set a stop flag; every loop sees it within 0.5 s
+stdout_logfile=/dev/stdout     ; one log: supervisord's stdout (the terminal or the journal)
+stdout_logfile_maxbytes=0
+redirect_stderr=true           ; config errors and tracebacks land in the same log
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Program:
+    """One row of the table: a process kind and how supervisord runs it."""
+
+    name: str  # supervisord program name; readers get "reader-<meter>"
+    module: str  # run as ``python -m <module> --config <meterpipe.toml>``
+    priority: int  # lower starts first and stops last
+    publisher: str | None = None  # the [publishers.<name>] section whose `enabled` decides autostart
+    per_meter: bool = False  # one process per [[meters]] entry, with --meter <name>
+    startsecs: int = 2  # must stay up this long to count as started
+    stopwaitsecs: int = 5  # then SIGKILL; linger is bounded, so this is never needed
+
+
+PROGRAMS: tuple[Program, ...] = (
+    # The decoder binds both sockets, so it starts first.
+    Program("decoder", "meterpipe.decoder.main", priority=10),
+    Program("csv", "meterpipe.publishers.csv_main", priority=20, publisher="csv"),
+    # In-flight QoS 1 messages stay in the on-disk spool anyway.
+    Program("mqtt", "meterpipe.publishers.mqtt.main", priority=20, publisher="mqtt", stopwaitsecs=10),
+    Program("journal", "meterpipe.publishers.journal", priority=20, publisher="journal"),
+    Program("reader", "meterpipe.reader.main", priority=30, per_meter=True),
+)
+
+
+def section(
+    name: str,
+    command: str,
+    *,
+    priority: int,
+    startsecs: int = 2,
+    stopwaitsecs: int = 5,
+    autostart: bool = True,
+) -> str:
+    """The text of one ``[program:<name>]`` section."""
+    return (
+        f"[program:{name}]\ncommand={command}\npriority={priority}\n"
+        f"autostart={'true' if autostart else 'false'}\n"
+        f"startsecs={startsecs}\nstopwaitsecs={stopwaitsecs}\n{COMMON_OPTIONS}"
+    )
+
+
+def _command(program: Program, meter: str | None = None) -> str:
+    command = f"%(ENV_METERPIPE_PYTHON)s -m {program.module}"
+    if meter is not None:
+        command += f" --meter {meter}"
+    return command + " --config %(ENV_METERPIPE_CONFIG)s"
+
+
+def _enabled(program: Program, config: Config) -> bool:
+    if program.publisher is None:
+        return True
+    return bool(getattr(config.publishers, program.publisher).enabled)
+
+
+def programs_conf(config: Config, *, readers: bool = True, extra: Iterable[str] = ()) -> str:
+    """``programs.conf`` for ``config``: ``extra`` sections first (the demo's simulators),
+    then every row of :data:`PROGRAMS` (readers only with ``readers``)."""
+    parts = list(extra)
+    reader_names: list[str] = []
+    for program in PROGRAMS:
+        timing = {"priority": program.priority, "startsecs": program.startsecs, "stopwaitsecs": program.stopwaitsecs}
+        if not program.per_meter:
+            autostart = _enabled(program, config)
+            parts.append(section(program.name, _command(program), autostart=autostart, **timing))
+        elif readers:
+            for meter in config.meters:
+                name = f"{program.name}-{meter.name}"
+                reader_names.append(name)
+                parts.append(section(name, _command(program, meter.name), **timing))
+    if reader_names:
+        parts.append(f"[group:readers]\nprograms={','.join(reader_names)}\n")
+    return "\n".join(parts)
+
