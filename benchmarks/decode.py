@@ -126,7 +126,8 @@ class MeterpipeLoop:
     rejected: tuple[str, ...] = field(init=False)  # errors the first feed also reported
 
     def __post_init__(self) -> None:
-        from meterpipe.common.schema import LinkLayer, Push
+        from meterpipe.common.schema import LinkLayer
+        from meterpipe.common.values import Push
         from meterpipe.decoder.session import MeterDecoder
 
         case = self.case

@@ -25,7 +25,8 @@ from typing import BinaryIO
 
 from meterpipe.common import config_fields
 from meterpipe.common.errors import ConfigError
-from meterpipe.common.schema import LinkLayer, Push
+from meterpipe.common.schema import LinkLayer
+from meterpipe.common.values import Push
 from meterpipe.decoder.models import MODELS
 from meterpipe.decoder.session import MeterDecoder, Outcome
 

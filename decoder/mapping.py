@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from meterpipe.common.errors import UnsupportedError
-from meterpipe.common.schema import Reading, split_decimal
+from meterpipe.common.values import Reading, split_decimal
 from meterpipe.decoder import models
 from meterpipe.decoder.apdu import cosem_datetime
 from meterpipe.decoder.axdr import DateBytes, DateTimeBytes, TimeBytes

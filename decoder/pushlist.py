@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from meterpipe.common.errors import TruncatedError
-from meterpipe.common.schema import Reading
+from meterpipe.common.values import Reading
 from meterpipe.decoder import models
 from meterpipe.decoder.axdr import parse_data
 from meterpipe.decoder.mapping import (

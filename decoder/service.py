@@ -18,7 +18,6 @@ from meterpipe.common.config import MeterConfig
 from meterpipe.common.errors import MeterpipeError, SchemaError
 from meterpipe.common.process import POLL_MS
 from meterpipe.common.schema import (
-    Push,
     ReadingsMessage,
     decode_frame,
     decode_replay_request,
@@ -28,6 +27,7 @@ from meterpipe.common.schema import (
     reading_topic,
     status_topic,
 )
+from meterpipe.common.values import Push
 from meterpipe.decoder.replay import ReplayBuffer
 from meterpipe.decoder.session import MeterDecoder
 from meterpipe.decoder.status import MeterStatus

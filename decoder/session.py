@@ -20,7 +20,8 @@ from __future__ import annotations
 import logging
 
 from meterpipe.common.errors import DecryptError, FrameError, MeterpipeError, ReplayError
-from meterpipe.common.schema import LinkLayer, Push
+from meterpipe.common.schema import LinkLayer
+from meterpipe.common.values import Push
 from meterpipe.decoder.apdu import notification_header, parse_notification
 from meterpipe.decoder.dsmr import parse_telegram
 from meterpipe.common.link.cutter import make_framer

@@ -35,7 +35,7 @@ from meterpipe.common import config_fields
 from meterpipe.common.errors import ConfigError
 from meterpipe.common.logs import setup_logging
 from meterpipe.common.process import StopFlag
-from meterpipe.common.schema import decimal_text
+from meterpipe.common.values import decimal_text
 from meterpipe.decoder.security import SC_AUTHENTICATED, SC_ENCRYPTED, encrypt
 from meterpipe.simulator import encoding as enc
 from meterpipe.simulator.models import (

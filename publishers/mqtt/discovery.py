@@ -17,7 +17,7 @@ import re
 from types import MappingProxyType
 from typing import Any
 
-from meterpipe.common.schema import Reading
+from meterpipe.common.values import Reading
 from meterpipe.publishers.mqtt.layout import OutMessage, obis_cde
 
 _ID_SAFE = re.compile(r"[^A-Za-z0-9_-]")

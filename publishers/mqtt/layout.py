@@ -30,7 +30,8 @@ from datetime import datetime
 from decimal import Decimal
 from types import MappingProxyType
 
-from meterpipe.common.schema import Reading, ReadingsMessage, readings_json
+from meterpipe.common.schema import ReadingsMessage, readings_json
+from meterpipe.common.values import Reading
 
 _UNSAFE = re.compile(r"[/+#\s\x00]")
 _OBIS_CDE = re.compile(r"^\d+-\d+:(\d+)\.(\d+)\.(\d+)")

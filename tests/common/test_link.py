@@ -9,7 +9,8 @@ from meterpipe.common.errors import (
     FrameError,
     MeterpipeError,
 )
-from meterpipe.common.schema import LinkLayer, Push
+from meterpipe.common.schema import LinkLayer
+from meterpipe.common.values import Push
 from meterpipe.common.link.crc import crc16_x25, mbus_checksum
 from meterpipe.common.link.frames import (
     NEED_DATA,

@@ -6,7 +6,8 @@ import msgpack
 import pytest
 
 from meterpipe.common.errors import SchemaError
-from meterpipe.common.schema import Push, Reading, ReadingsMessage, decode_readings, encode_readings
+from meterpipe.common.schema import ReadingsMessage, decode_readings, encode_readings
+from meterpipe.common.values import Push, Reading
 
 
 def test_readings_round_trip_exactly() -> None:

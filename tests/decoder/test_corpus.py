@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from meterpipe.common.errors import MeterpipeError
-from meterpipe.common.schema import Push, Reading
+from meterpipe.common.values import Push, Reading
 from meterpipe.decoder.session import MeterDecoder
 from tests.conftest import DLMS_VECTORS, keys, model_hint, needs_corpus
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 from meterpipe.common.errors import MeterpipeError
-from meterpipe.common.schema import LinkLayer, Push
+from meterpipe.common.schema import LinkLayer
+from meterpipe.common.values import Push
 from meterpipe.common.link.crc import crc16_arc
 from meterpipe.decoder.dsmr import dsmr_time
 from meterpipe.decoder.session import MeterDecoder

@@ -16,7 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from meterpipe.common.errors import MeterpipeError
-from meterpipe.common.schema import LinkLayer, Push
+from meterpipe.common.schema import LinkLayer
+from meterpipe.common.values import Push
 from meterpipe.decoder import axdr, gurux_adapter
 from meterpipe.decoder.apdu import parse_notification
 from meterpipe.common.link.frames import Framer, LinkFrame, parse_hdlc, parse_mbus

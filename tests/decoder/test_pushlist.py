@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from meterpipe.common.errors import MeterpipeError
-from meterpipe.common.schema import Push
+from meterpipe.common.values import Push
 from meterpipe.decoder.session import MeterDecoder
 from tests.conftest import DLMS_VECTORS, keys, model_hint, needs_corpus, vector
 

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from meterpipe.common.errors import MeterpipeError, SequenceError, TruncatedError
-from meterpipe.common.schema import LinkLayer, Push
+from meterpipe.common.schema import LinkLayer
+from meterpipe.common.values import Push
 from meterpipe.common.link.frames import LinkFrame
 from meterpipe.decoder.reassembly import BlockAssembler, SegmentAssembler
 from meterpipe.decoder.session import MeterDecoder

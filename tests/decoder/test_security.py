@@ -21,7 +21,7 @@ from meterpipe.common.errors import (
     ReplayError,
     UnsupportedError,
 )
-from meterpipe.common.schema import Push
+from meterpipe.common.values import Push
 from meterpipe.common.link.crc import crc16_x25
 from meterpipe.decoder.security import (
     DED_CIPHERING,

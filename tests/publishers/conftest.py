@@ -16,12 +16,11 @@ import pytest
 import zmq
 
 from meterpipe.common.schema import (
-    Push,
-    Reading,
     ReadingsMessage,
     encode_readings,
     reading_topic,
 )
+from meterpipe.common.values import Push, Reading
 
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
 needs_mosquitto = pytest.mark.skipif(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from meterpipe.common.schema import Reading
+from meterpipe.common.values import Reading
 from meterpipe.publishers.csv_writer import CsvHandler, CsvStore, repair_tail
 from tests.publishers.conftest import T0_NS, Feeder, make_msg, sample_readings, spawn, wait_for, write_config
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from meterpipe.common.schema import Reading, Status
+from meterpipe.common.schema import Status
+from meterpipe.common.values import Reading
 from meterpipe.publishers.journal import (
     JournalHandler,
     JournalSink,

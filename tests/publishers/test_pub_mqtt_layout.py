@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from meterpipe.common.config import MqttConfig
-from meterpipe.common.schema import Reading
+from meterpipe.common.values import Reading
 from meterpipe.publishers.mqtt import discovery
 from meterpipe.publishers.mqtt.layout import OutMessage, meterpipe_messages, sdc_messages
 from meterpipe.publishers.mqtt.main import push_messages

@@ -231,7 +231,7 @@ def test_read_capture_accepts_hex_text_and_binary(tmp_path: Path) -> None:
 @pytest.mark.parametrize("model", ALL_MODELS)
 def test_decoder_reports_exactly_the_simulated_values(model: str, keying: str) -> None:
     session = pytest.importorskip("meterpipe.decoder.session")
-    from meterpipe.common.schema import Push
+    from meterpipe.common.values import Push
 
     key, auth = KEYINGS[keying]
     sim = MeterSimulator(model, key=key, auth_key=auth, seed=7)
