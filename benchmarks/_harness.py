@@ -1,10 +1,14 @@
 """Shared pieces of the end-to-end benchmarks (latency.py, at_rest.py, scale.py).
 
-Nothing here is test code: the benchmarks run the real processes as
-``meterpipe run`` does (supervisord with deploy/supervisord.conf and a generated
-programs.conf), a real mosquitto on a free 127.0.0.1 port, and the reference
-collector (smartmeter-datacollector 2.0.0, installed by _reference.py into its
-own venv and run as ``python -m smartmeter_datacollector -c config.ini``).
+The benchmarks run the real processes as ``meterpipe run`` does (supervisord
+with deploy/supervisord.conf and a generated programs.conf), a real mosquitto on
+a free 127.0.0.1 port, and the reference collector (smartmeter-datacollector
+2.0.0, installed by _reference.py into its own venv and run as
+``python -m smartmeter_datacollector -c config.ini``). Run directories, ports,
+the config writer, supervisord and mosquitto come from tests/support.py, which
+the tests use too: importing this module puts the repository root on
+``sys.path`` for it (a benchmark runs as ``python benchmarks/x.py``). No other
+test module is imported here.
 
 Simulated meters are ptys this process owns: the benchmark writes each push to
 the pty master itself (``MeterSimulator`` in-process), so it knows when the last
@@ -17,20 +21,30 @@ import datetime as dt
 import fcntl
 import os
 import platform
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import tty
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import _reference
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.support import (  # noqa: E402 - needs the repository root on sys.path
+    Broker,
+    MeterEntry,
+    Supervisor,
+    short_dir,
+    stop_process,
+    write_config,
+    write_secret,
+)
 
 PY = sys.executable
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -77,20 +91,7 @@ def rnd(x: float | None, digits: int = 2) -> float | None:
     return None if x is None else round(x, digits)
 
 
-# --- directories, ports, ptys -------------------------------------------------------
-
-
-def short_dir(prefix: str = "mpb-") -> Path:
-    """A private directory with a short path: ipc:// paths must stay under 107 bytes."""
-    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
-    os.chmod(path, 0o700)
-    return path
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+# --- ptys -------------------------------------------------------------------------
 
 
 class Pty:
@@ -121,24 +122,7 @@ class Pty:
                 pass
 
 
-def write_secret(path: Path, key: bytes) -> Path:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(key.hex().upper() + "\n")
-    return path
-
-
 # --- processes ---------------------------------------------------------------------
-
-
-def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 15) -> None:
-    if proc is not None and proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _stat_fields(pid: int) -> list[str]:
@@ -164,40 +148,6 @@ def pss_kb(pid: int) -> int:
 
 def rss_kb(pid: int) -> int:
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_KB
-
-
-def cmdline(pid: int) -> list[str]:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
-    except OSError:
-        return []
-
-
-def children_of(ppid: int) -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if int(_stat_fields(int(entry.name))[1]) == ppid:
-                out.append(int(entry.name))
-        except (OSError, ValueError, IndexError):
-            continue
-    return out
-
-
-def role(pid: int) -> str:
-    """A short name for a meterpipe process from its command line."""
-    args = cmdline(pid)
-    for i, a in enumerate(args):
-        if a == "-m" and i + 1 < len(args):
-            module = args[i + 1].rsplit(".", 1)[-1]
-            if module == "main" and "--meter" in args:
-                return "reader-" + args[args.index("--meter") + 1]
-            if module == "main":
-                return args[i + 1].split(".")[-2]  # meterpipe.decoder.main -> decoder
-            return {"csv_main": "csv", "mqtt_main": "mqtt", "supervisord": "supervisord"}.get(module, module)
-    return Path(args[0]).name if args else str(pid)
 
 
 @dataclass
@@ -238,106 +188,29 @@ def usage(first: Sample, last: Sample) -> dict[str, dict[str, float]]:
     return out
 
 
-# --- mosquitto ---------------------------------------------------------------------
+def running_set(sup: Supervisor, timeout: float = 120) -> dict[str, int]:
+    """supervisord and every program the config starts (decoder, enabled publishers, one
+    reader per meter) by name, once all of them run; RuntimeError naming any that does not."""
+    return {"supervisord": sup.proc.pid, **sup.running(timeout)}
 
 
-class Mosquitto:
-    """A private mosquitto on a free 127.0.0.1 port."""
-
-    def __init__(self, rundir: Path) -> None:
-        exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        if not Path(exe).exists():
-            raise RuntimeError("mosquitto not found: apt-get install mosquitto")
-        self.port = free_port()
-        conf = rundir / "mosquitto.conf"
-        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                        "log_dest none\nmax_queued_messages 100000\n")
-        self.proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError("mosquitto did not start") from None
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        stop_process(self.proc)
+# --- meterpipe under supervisord, mosquitto -------------------------------------------
 
 
-# --- meterpipe under supervisord ----------------------------------------------------
+def meter_entry(name: str, port: str, key_file: Path | None, push_interval: float = 1.0) -> MeterEntry:
+    """An E450 on a pty at 2400 8E1, as the simulated meters of the benchmarks are."""
+    return MeterEntry(name, port, "e450", push_interval=push_interval, key_file=key_file,
+                      options={"baudrate": 2400, "parity": "E"})
 
 
-@dataclass
-class MeterSpec:
-    name: str
-    port: str
-    model: str = "e450"
-    key_file: Path | None = None
-    push_interval: float = 1.0
+def bench_supervisor(rundir: Path, config: Path, *, readers: bool = True) -> Supervisor:
+    """tests/support.Supervisor, given a minute to stop (100 readers under load)."""
+    return Supervisor(rundir, config, readers=readers, stop_timeout=60)
 
 
-def write_config(rundir: Path, meters: Iterable[MeterSpec], *, frames: str | None = None,
-                 csv_dir: Path | None = None, mqtt_port: int | None = None) -> Path:
-    """meterpipe.toml for the benchmark: ipc sockets in ``rundir`` unless ``frames`` is given."""
-    lines = []
-    for m in meters:
-        lines += ["[[meters]]", f'name = "{m.name}"', f'port = "{m.port}"', 'link = "hdlc"',
-                  f'model = "{m.model}"', "baudrate = 2400", 'parity = "E"', f"push_interval = {m.push_interval}"]
-        if m.key_file is not None:
-            lines.append(f'key_file = "{m.key_file}"')
-        lines.append("")
-    lines += ["[endpoints]", f'frames = "{frames or f"ipc://{rundir}/frames"}"',
-              f'readings = "ipc://{rundir}/readings"', ""]
-    lines += ["[publishers.csv]", f"enabled = {'true' if csv_dir else 'false'}",
-              f'directory = "{csv_dir or rundir / "csv"}"', ""]
-    if mqtt_port is not None:
-        lines += ["[publishers.mqtt]", "enabled = true", 'host = "127.0.0.1"', f"port = {mqtt_port}",
-                  f'spool_path = "{rundir / "mqtt-spool.sqlite"}"', ""]
-    path = rundir / "meterpipe.toml"
-    path.write_text("\n".join(lines))
-    os.chmod(path, 0o600)
-    return path
-
-
-class Supervisor:
-    """supervisord over deploy/supervisord.conf, as `meterpipe run` starts it (not exec'd)."""
-
-    def __init__(self, rundir: Path, config_path: Path, *, readers: bool = True) -> None:
-        from meterpipe.common.config import load_config
-        from meterpipe.deploy.programs import programs_conf
-        from meterpipe.deploy.supervise import supervisor_env, supervisord_command, write_programs
-
-        self.rundir = rundir
-        self.config = load_config(config_path)
-        write_programs(rundir, programs_conf(self.config, readers=readers))
-        env = supervisor_env(self.config, rundir)
-        self.log_path = rundir / "supervisord.log"
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(supervisord_command(), env=env, stdout=log, stderr=subprocess.STDOUT)
-
-    def pids(self, expect: int, timeout: float = 120) -> dict[str, int]:
-        """supervisord and its children by role, once ``expect`` children are up (plus a settle)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            kids = children_of(self.proc.pid)
-            if len(kids) >= expect:
-                break
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise RuntimeError(f"supervisord started {len(kids)} of {expect} processes; see {self.log_path}")
-            time.sleep(0.2)
-        found = {"supervisord": self.proc.pid}
-        for pid in kids:
-            found[role(pid)] = pid
-        return found
-
-    def stop(self) -> None:
-        stop_process(self.proc, timeout=60)
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
+def bench_broker(rundir: Path) -> Broker:
+    """A mosquitto for the benchmark: no persistence, no log, a deep queue per client."""
+    return Broker(rundir / "mosquitto", "log_dest none\nmax_queued_messages 100000", persistence=False).start()
 
 
 # --- the reference collector ---------------------------------------------------------
@@ -376,16 +249,12 @@ class Reference:
         stop_process(self.proc)
 
 
-def cleanup(rundir: Path) -> None:
-    shutil.rmtree(rundir, ignore_errors=True)
-
-
 class SideBySide(NamedTuple):
     rundir: Path
     sim: Any  # meterpipe.simulator.main.MeterSimulator
     mp_pty: "Pty"
     ref_pty: "Pty"
-    broker: "Mosquitto"
+    broker: "Broker"
     sup: "Supervisor"
     ref: "Reference | None"
 
@@ -399,10 +268,10 @@ def side_by_side(prefix: str, meter: str, seed: int, interval: float, *, referen
     key = os.urandom(16)
     sim = MeterSimulator("e450", key=key, seed=seed)
     mp_pty, ref_pty = Pty(), Pty()
-    broker = Mosquitto(rundir)
+    broker = bench_broker(rundir)
     key_file = write_secret(rundir / "m1.key", key)
-    config = write_config(rundir, [MeterSpec(meter, mp_pty.path, key_file=key_file, push_interval=interval)],
-                          csv_dir=rundir / "csv", mqtt_port=broker.port)
-    sup = Supervisor(rundir, config)
+    config = write_config(rundir, [meter_entry(meter, mp_pty.path, key_file, push_interval=interval)],
+                          csv_dir=rundir / "csv", mqtt={"port": broker.port, "spool_path": rundir / "mqtt-spool.sqlite"})
+    sup = bench_supervisor(rundir, config)
     ref = Reference(rundir, ref_pty.path, key, broker.port) if reference else None
     return SideBySide(rundir, sim, mp_pty, ref_pty, broker, sup, ref)

@@ -35,8 +35,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import _harness as h
+import _harness as h  # first: puts the repository root on sys.path for tests.support
 from _reference import ReferenceSetupError
+from tests.support import cleanup
 
 TARGET_CPU_PCT = 0.5
 TARGET_PSS_MB = 120.0
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     try:
         ref_pid = ref.start() if ref is not None else None
-        pids = sup.pids(4)
+        pids = h.running_set(sup)
         client.connect("127.0.0.1", broker.port)
         client.subscribe([(f"meterpipe/{METER}/json", 0), ("smartmeter/+/CURRENT_L3", 0)])
         client.loop_start()
@@ -128,7 +129,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         mp_pty.close()
         ref_pty.close()
         load_after = h.loadavg()
-        h.cleanup(rundir)
+        cleanup(rundir)
     usage = h.usage(first, last)
     mp_names = [n for n in usage if n != "reference"]
     span = last.at - first.at

@@ -33,8 +33,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import _harness as h
+import _harness as h  # first: puts the repository root on sys.path for tests.support
 from _reference import ReferenceSetupError
+from tests.support import cleanup
 
 METER = "m1"
 T0 = dt.datetime(2024, 1, 1, 12, 0, 0)  # meter clock of push 0 (naive, as the meter sends it)
@@ -87,7 +88,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         if ref is not None:
             ref.start()
-        pids = sup.pids(4)
+        pids = h.running_set(sup)
         client.connect("127.0.0.1", broker.port)
         client.subscribe([(f"meterpipe/{METER}/json", 0), ("smartmeter/+/+", 0)])
         client.loop_start()
@@ -136,7 +137,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         mp_pty.close()
         ref_pty.close()
         load_after = h.loadavg()
-        h.cleanup(rundir)
+        cleanup(rundir)
 
     measured = range(args.warmup, total - 1)  # index into written_*: push k is written_*[k - 1]
     mp_lat, rx_lat, pub_lat, ref_last, ref_first = [], [], [], [], []

@@ -45,7 +45,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import _harness as h
+import _harness as h  # first: puts the repository root on sys.path for tests.support
+from tests.support import cleanup, free_port, short_dir, stop_process, write_config, write_secret
 
 T0 = dt.datetime(2024, 1, 1, 0, 0, 0)
 SIMS = 10
@@ -136,7 +137,7 @@ class Subscriber:
         return time.monotonic() - t0
 
     def finish(self) -> list[Row]:
-        h.stop_process(self.proc, timeout=60)
+        stop_process(self.proc, timeout=60)
         rows = []
         for line in self.out.read_text().splitlines()[1:]:
             meter, seq, rx, when, arrival = line.split(" ")
@@ -248,15 +249,15 @@ def summarise_usage(usage: dict[str, dict[str, float]]) -> dict[str, dict[str, f
 
 
 def pty_run(n: int, seconds: float, key: bytes, pushes: list[list[tuple[bytes, ...]]]) -> dict[str, Any]:
-    rundir = h.short_dir("mps-")
+    rundir = short_dir("mps-")
     ptys = [h.Pty() for _ in range(n)]
-    key_file = h.write_secret(rundir / "key", key)
-    meters = [h.MeterSpec(f"m{i}", p.path, key_file=key_file) for i, p in enumerate(ptys)]
-    config = h.write_config(rundir, meters, csv_dir=rundir / "csv")
-    sup = h.Supervisor(rundir, config)
+    key_file = write_secret(rundir / "key", key)
+    meters = [h.meter_entry(f"m{i}", p.path, key_file) for i, p in enumerate(ptys)]
+    config = write_config(rundir, meters, csv_dir=rundir / "csv")
+    sup = h.bench_supervisor(rundir, config)
     sub: Subscriber | None = None
     try:
-        pids = sup.pids(2 + n, timeout=180)
+        pids = h.running_set(sup, timeout=180)
         sub = Subscriber(rundir, f"ipc://{rundir}/readings")
         pids["generator (this process)"] = os.getpid()
         pids["subscriber"] = sub.proc.pid
@@ -296,11 +297,11 @@ def pty_run(n: int, seconds: float, key: bytes, pushes: list[list[tuple[bytes, .
         sub = None
     finally:
         if sub is not None:
-            h.stop_process(sub.proc)
+            stop_process(sub.proc)
         sup.stop()
         for p in ptys:
             p.close()
-        h.cleanup(rundir)
+        cleanup(rundir)
     st = StageResult(f"{n} meters, readers on ptys", n, 1.0, seconds, len(events), 0, first_ns, last_ns,
                      lag * 1000, summarise_usage(usage), sent_keys)
     measured = [r for r in rows if (r.meter, r.time) in sent_keys]
@@ -319,18 +320,18 @@ def tcp_run(n: int, seconds: float, ramp: list[float], ramp_seconds: float, key:
 
     from meterpipe.common.schema import Frame, LinkLayer, encode_frame
 
-    rundir = h.short_dir("mpt-")
-    port = h.free_port()
-    key_file = h.write_secret(rundir / "key", key)
-    meters = [h.MeterSpec(f"m{i}", f"/dev/null-m{i}", key_file=key_file) for i in range(n)]
-    config = h.write_config(rundir, meters, frames=f"tcp://127.0.0.1:{port}", csv_dir=rundir / "csv")
-    sup = h.Supervisor(rundir, config, readers=False)
+    rundir = short_dir("mpt-")
+    port = free_port()
+    key_file = write_secret(rundir / "key", key)
+    meters = [h.meter_entry(f"m{i}", f"/dev/null-m{i}", key_file) for i in range(n)]
+    config = write_config(rundir, meters, frames=f"tcp://127.0.0.1:{port}", csv_dir=rundir / "csv")
+    sup = h.bench_supervisor(rundir, config, readers=False)
     ctx = zmq.Context()
     socks = []
     sub: Subscriber | None = None
     results = []
     try:
-        pids = sup.pids(2, timeout=60)
+        pids = h.running_set(sup, timeout=60)
         sub = Subscriber(rundir, f"ipc://{rundir}/readings")
         pids["generator (this process)"] = os.getpid()
         pids["subscriber"] = sub.proc.pid
@@ -385,12 +386,12 @@ def tcp_run(n: int, seconds: float, ramp: list[float], ramp_seconds: float, key:
         sub = None
     finally:
         if sub is not None:
-            h.stop_process(sub.proc)
+            stop_process(sub.proc)
         for s in socks:
             s.close(0)
         ctx.term()
         sup.stop()
-        h.cleanup(rundir)
+        cleanup(rundir)
     out = []
     for st in results:
         gaps = seq_gaps(rows, (st.first_ns, st.last_ns + 2_000_000_000))

@@ -1,13 +1,17 @@
-"""Shared fixtures: the real-capture corpus in ../shared/corpus (never copied here)."""
+"""Shared fixtures: the real-capture corpus in ../shared/corpus (never copied here), and a
+short private run directory for tests that start processes (tests/support.py)."""
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.support import cleanup, short_dir
 
 _DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "vectors.json"
 
@@ -56,3 +60,12 @@ def keys(v: dict[str, Any]) -> tuple[bytes | None, bytes | None]:
     key = bytes.fromhex(v["key"]) if v.get("key") else None
     auth = bytes.fromhex(v["auth_key"]) if v.get("auth_key") else None
     return key, auth
+
+
+@pytest.fixture
+def rundir() -> Iterator[Path]:
+    """A short private directory (ipc:// paths fit), removed after the test unless
+    METERPIPE_KEEP_TEST_DIRS is set."""
+    path = short_dir()
+    yield path
+    cleanup(path)

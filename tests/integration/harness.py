@@ -1,17 +1,16 @@
-"""Test harness for whole-pipeline tests: simulators on ptys, supervisord, a collector."""
+"""Whole-pipeline tests: simulated meters (the simulator process on a pty), a
+collector on the readings socket, and matching what the simulators recorded
+against what arrived. Run directories, the config writer, supervisord and
+mosquitto come from tests/support.py.
+"""
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
 import subprocess
-import sys
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -19,17 +18,9 @@ from typing import Any
 
 import zmq
 
-from meterpipe.common.config import load_config
 from meterpipe.common.schema import ReadingsMessage, Status, decode_readings, decode_status
-from meterpipe.deploy.programs import programs_conf
-from meterpipe.deploy.supervise import supervisor_env, supervisord_command, write_programs
-
-PY = sys.executable
-
-
-def short_dir() -> Path:
-    """A short private directory: ipc:// paths must stay under 107 bytes."""
-    return Path(tempfile.mkdtemp(prefix="mp-", dir="/tmp"))
+from tests import support
+from tests.support import PY, MeterEntry, write_secret
 
 
 @dataclass
@@ -47,93 +38,35 @@ class SimMeter:
         return rundir / f"{self.name}.jsonl"
 
 
-def start_simulator(meter: SimMeter, rundir: Path, interval: float) -> None:
-    args = [PY, "-m", "meterpipe.simulator.main", "--model", meter.model, "--interval", str(interval)]
-    args += ["--link", str(meter.link(rundir)), "--record", str(meter.record(rundir)), "--seed", str(len(meter.name))]
-    env = dict(os.environ)
-    if meter.key:
-        key_file = rundir / f"{meter.name}.key"
-        key_file.write_text(meter.key)
-        args += ["--key-file", str(key_file)]
-    if meter.auth_key:
-        auth_file = rundir / f"{meter.name}.auth"
-        auth_file.write_text(meter.auth_key)
-        args += ["--auth-key-file", str(auth_file)]
+def start_simulator(meter: SimMeter, rundir: Path, interval: float, seed: int | None = None) -> None:
+    """The simulator process for ``meter``, its pty linked at ``meter.link(rundir)``
+    (seed: the length of the meter's name unless given; a restarted meter wants another)."""
+    args = [PY, "-m", "meterpipe.simulator.main", "--model", meter.model, "--interval", str(interval),
+            "--link", str(meter.link(rundir)), "--record", str(meter.record(rundir)),
+            "--seed", str(len(meter.name) if seed is None else seed)]
+    for option, suffix, value in (("--key-file", ".key", meter.key), ("--auth-key-file", ".auth", meter.auth_key)):
+        if value:
+            args += [option, str(write_secret(rundir / f"{meter.name}{suffix}", value))]
     with open(rundir / f"{meter.name}.sim.log", "ab") as log:
-        meter.proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
+        meter.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 15
     while not meter.link(rundir).exists():
         assert time.monotonic() < deadline, "simulator did not create its pty link"
         assert meter.proc.poll() is None, (rundir / f"{meter.name}.sim.log").read_text()
-        time.sleep(0.05)
+        time.sleep(0.02)
 
 
-def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 10) -> None:
-    if proc is not None and proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def write_config(rundir: Path, meters: list[SimMeter], extra: str = "", push_interval: float = 1.0) -> Path:
-    lines = []
+def write_config(rundir: Path, meters: list[SimMeter], extra: str = "", push_interval: float = 1.0,
+                 meter_options: Mapping[str, object] | None = None, **kwargs: Any) -> Path:
+    """support.write_config for simulated meters (their key files in ``rundir`` too);
+    ``meter_options``: more settings for every meter (``queue_frames``)."""
+    entries = []
     for m in meters:
-        lines += ["[[meters]]", f'name = "{m.name}"', f'port = "{m.link(rundir)}"', 'link = "hdlc"', f'model = "{m.model}"']
-        lines += [f"push_interval = {push_interval}"]
-        if m.key:
-            lines.append(f'key_file = "{rundir / (m.name + ".key")}"')
-        if m.auth_key:
-            lines.append(f'auth_key_file = "{rundir / (m.name + ".auth")}"')
-        lines.append("")
-    lines += ["[endpoints]", f'frames = "ipc://{rundir}/frames"', f'readings = "ipc://{rundir}/readings"', ""]
-    lines += [extra or "[publishers.csv]\nenabled = false\n"]
-    path = rundir / "meterpipe.toml"
-    path.write_text("\n".join(lines))
-    os.chmod(path, 0o600)
-    for m in meters:
-        for suffix, value in ((".key", m.key), (".auth", m.auth_key)):
-            if value:
-                key_file = rundir / (m.name + suffix)
-                key_file.write_text(value)
-                os.chmod(key_file, 0o600)
-    return path
-
-
-class Supervisor:
-    """supervisord running deploy/supervisord.conf for a config, as `meterpipe run` does."""
-
-    def __init__(self, rundir: Path, config_path: Path) -> None:
-        self.rundir = rundir
-        self.config = load_config(config_path)
-        write_programs(rundir, programs_conf(self.config))
-        self.env = supervisor_env(self.config, rundir)
-        self.log = open(rundir / "supervisord.log", "ab")  # noqa: SIM115 - closed in stop(); append: supervisord writes it too
-        self.proc = subprocess.Popen(supervisord_command(), env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
-
-    def ctl(self, *args: str) -> str:
-        from meterpipe.deploy.supervise import supervisord_conf
-
-        command = [PY, "-m", "supervisor.supervisorctl", "-c", str(supervisord_conf()), *args]
-        return subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=30).stdout
-
-    def pid(self, program: str) -> int:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            out = self.ctl("pid", program).strip()
-            if out.isdigit() and int(out) > 0:
-                return int(out)
-            time.sleep(0.2)
-        raise AssertionError(f"{program} has no pid: {self.ctl('status')}")
-
-    def stop(self) -> None:
-        stop_process(self.proc, timeout=30)
-        self.log.close()
-
-    def output(self) -> str:
-        return (self.rundir / "supervisord.log").read_text(errors="replace")
+        key = write_secret(rundir / f"{m.name}.key", m.key) if m.key else None
+        auth = write_secret(rundir / f"{m.name}.auth", m.auth_key) if m.auth_key else None
+        entries.append(MeterEntry(m.name, m.link(rundir), m.model, push_interval=push_interval,
+                                  key_file=key, auth_key_file=auth, options=meter_options or {}))
+    return support.write_config(rundir, entries, extra=extra, **kwargs)
 
 
 @dataclass
@@ -214,8 +147,3 @@ def matched_indices(recs: list[dict[str, Any]], got: list[ReadingsMessage]) -> I
         hits = [i for i, w in enumerate(wanted) if all(values.get(k) == v for k, v in w.items())]
         assert len(hits) == 1, f"decoded push {msg.seq} of {msg.meter} matches {len(hits)} records"
         yield hits[0]
-
-
-def cleanup(rundir: Path) -> None:
-    if not os.environ.get("METERPIPE_KEEP_TEST_DIRS"):  # set it to look at logs after a failure
-        shutil.rmtree(rundir, ignore_errors=True)

@@ -8,24 +8,17 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import Collector, SimMeter, cleanup, short_dir, start_simulator, stop_process
+from tests.integration.harness import Collector, SimMeter, start_simulator
+from tests.support import stop_process
 
 pytestmark = pytest.mark.slow
 
 CLI = [sys.executable, "-m", "meterpipe.deploy.cli"]
 INTERVAL = 0.5
-
-
-@pytest.fixture
-def rundir() -> Iterator[Path]:
-    path = short_dir()
-    yield path
-    cleanup(path)
 
 
 def _cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,15 +13,12 @@ import pytest
 from tests.integration.harness import (
     Collector,
     SimMeter,
-    Supervisor,
-    cleanup,
     matched_indices,
     records,
-    short_dir,
     start_simulator,
-    stop_process,
     write_config,
 )
+from tests.support import Supervisor, stop_process
 
 pytestmark = pytest.mark.slow
 
@@ -31,13 +27,6 @@ KEY = "000102030405060708090A0B0C0D0E0F"
 AUTH = "D0D1D2D3D4D5D6D7D8D9DADBDCDDDEDF"
 KEY2 = "F0E1D2C3B4A5968778695A4B3C2D1E0F"
 AUTH2 = "1F2E3D4C5B6A79889706A5B4C3D2E1F0"
-
-
-@pytest.fixture
-def rundir() -> Iterator[Path]:
-    path = short_dir()
-    yield path
-    cleanup(path)
 
 
 def _meters() -> list[SimMeter]:

@@ -9,24 +9,14 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import (
-    Collector,
-    SimMeter,
-    Supervisor,
-    cleanup,
-    short_dir,
-    start_simulator,
-    stop_process,
-    write_config,
-)
-from tests.publishers.conftest import MOSQUITTO, Broker
+from tests.integration.harness import Collector, SimMeter, start_simulator, write_config
 from tests.publishers.mqtt_helpers import Collector as MqttCollector
+from tests.support import MOSQUITTO, Broker, Supervisor, stop_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto not installed")]
 
@@ -34,31 +24,19 @@ RUN_S = float(os.environ.get("METERPIPE_PUBLISH_TEST_SECONDS", "60"))
 OUTAGE_S = 20.0
 
 
-@pytest.fixture
-def rundir() -> Iterator[Path]:
-    path = short_dir()
-    yield path
-    cleanup(path)
-
-
 def _wait(seconds: float) -> None:
     time.sleep(max(0.0, seconds))
 
 
 def test_mqtt_and_csv_lose_nothing_through_outage_and_publisher_kills(rundir: Path) -> None:
-    broker = Broker(rundir / "broker")
-    broker.start()
+    broker = Broker(rundir / "broker").start()
     meters = [
         SimMeter("house", "e450", "000102030405060708090A0B0C0D0E0F", "D0D1D2D3D4D5D6D7D8D9DADBDCDDDEDF"),
         SimMeter("flat", "am550"),
         SimMeter("shop", "e360"),
     ]
-    publishers = (
-        f"[publishers.csv]\nenabled = true\ndirectory = \"{rundir / 'csv'}\"\n\n"
-        f"[publishers.mqtt]\nenabled = true\nport = {broker.port}\nclient_id = \"meterpipe-test\"\n"
-        f"spool_path = \"{rundir / 'spool.sqlite'}\"\n"
-    )
-    config = write_config(rundir, meters, extra=publishers, push_interval=1.0)
+    mqtt_settings = {"port": broker.port, "client_id": "meterpipe-test", "spool_path": rundir / "spool.sqlite"}
+    config = write_config(rundir, meters, push_interval=1.0, csv_dir=rundir / "csv", mqtt=mqtt_settings)
     zmq_collector = Collector(f"ipc://{rundir}/readings").start()
     mqtt = MqttCollector(broker.port, client_id="test-subscriber", topics=("meterpipe/+/json",))
     supervisor = Supervisor(rundir, config)

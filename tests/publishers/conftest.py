@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,8 +17,9 @@ from meterpipe.common.schema import (
     reading_topic,
 )
 from meterpipe.common.values import Push, Reading
+from tests import support
+from tests.support import MOSQUITTO, Broker, MeterEntry
 
-MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
 needs_mosquitto = pytest.mark.skipif(
     MOSQUITTO is None, reason="mosquitto broker not installed (apt-get install mosquitto)")
 
@@ -50,61 +47,9 @@ def make_msg(seq: int = 1, meter: str = "house", *, received_ns: int | None = No
     )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
-
-
-class Broker:
-    """A mosquitto started on a free 127.0.0.1 port with a generated config."""
-
-    def __init__(self, workdir: Path, extra: str = "", listener_extra: str = "") -> None:
-        assert MOSQUITTO is not None
-        self.workdir = workdir
-        self.port = free_port()
-        workdir.mkdir(parents=True, exist_ok=True)
-        data = workdir / "data"
-        data.mkdir(exist_ok=True)
-        lines = [f"listener {self.port} 127.0.0.1", listener_extra,
-                 "allow_anonymous true" if "password_file" not in extra else "allow_anonymous false",
-                 "persistence true", f"persistence_location {data}/", extra]
-        if os.geteuid() == 0:
-            lines.append("user root")  # else mosquitto drops to user mosquitto and cannot write data/
-        self.conf = workdir / "mosquitto.conf"
-        self.conf.write_text("\n".join(line for line in lines if line) + "\n")
-        self.log = workdir / "mosquitto.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen([str(MOSQUITTO), "-c", str(self.conf)], stdout=out, stderr=out)
-        wait_port(self.port)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-
 @pytest.fixture
 def broker_factory(tmp_path: Path) -> Iterator[Callable[..., Broker]]:
+    """Brokers (tests/support.py) in the test's directory, stopped after the test."""
     if MOSQUITTO is None:
         pytest.skip("mosquitto broker not installed (apt-get install mosquitto)")
     made: list[Broker] = []
@@ -151,11 +96,9 @@ def feeder(tmp_path: Path) -> Iterator[Feeder]:
 
 
 def write_config(path: Path, readings: str, body: str) -> Path:
-    path.write_text(
-        '[[meters]]\nname = "house"\nport = "/dev/null"\n\n'
-        f'[endpoints]\nframes = "ipc://{path.parent}/frames"\nreadings = "{readings}"\n\n' + body)
-    path.chmod(0o600)
-    return path
+    """A config with one meter nobody reads, the given readings endpoint and ``body`` (the publishers)."""
+    house = MeterEntry("house", "/dev/null", model=None, link=None, push_interval=None)
+    return support.write_config(path.parent, [house], readings=readings, extra=body, name=path.name)
 
 
 def spawn(script: str, config: Path, log: Path) -> subprocess.Popen[bytes]:

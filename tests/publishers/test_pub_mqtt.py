@@ -16,8 +16,9 @@ import pytest
 from meterpipe.common.config import MqttConfig
 from meterpipe.publishers.mqtt.link import LOGIN_REFUSED, MqttLink
 from meterpipe.publishers.mqtt.spool import Spool
-from tests.publishers.conftest import Broker, Feeder, make_msg, needs_mosquitto, spawn, wait_for, write_config
+from tests.publishers.conftest import Feeder, make_msg, needs_mosquitto, spawn, wait_for, write_config
 from tests.publishers.mqtt_helpers import Collector, ThreadPublisher, make_ca
+from tests.support import Broker
 
 pytestmark = needs_mosquitto
 

@@ -15,7 +15,6 @@ import csv
 import json
 import os
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,20 +25,9 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
-from tests.integration.harness import (
-    PY,
-    Collector,
-    SimMeter,
-    Supervisor,
-    _comparable,
-    cleanup,
-    record_values,
-    short_dir,
-    stop_process,
-    write_config,
-)
-from tests.publishers.conftest import MOSQUITTO, Broker
+from tests.integration.harness import Collector, SimMeter, _comparable, record_values, start_simulator, write_config
 from tests.publishers.mqtt_helpers import Collector as MqttCollector
+from tests.support import MOSQUITTO, Broker, Supervisor, stop_process
 
 INTERVAL = 0.5
 KEY = "000102030405060708090A0B0C0D0E0F"
@@ -55,23 +43,6 @@ def three_meters() -> list[SimMeter]:
         SimMeter("flat", "am550"),
         SimMeter("shop", "omnipower", KEY2, AUTH2),
     ]
-
-
-def start_sim(meter: SimMeter, rundir: Path, interval: float, seed: int) -> None:
-    """harness.start_simulator with a chosen seed (a restarted meter must not repeat its values)."""
-    args = [PY, "-m", "meterpipe.simulator.main", "--model", meter.model, "--interval", str(interval),
-            "--link", str(meter.link(rundir)), "--record", str(meter.record(rundir)), "--seed", str(seed)]
-    if meter.key:
-        args += ["--key-file", str(rundir / f"{meter.name}.key")]
-    if meter.auth_key:
-        args += ["--auth-key-file", str(rundir / f"{meter.name}.auth")]
-    with open(rundir / f"{meter.name}.sim.log", "ab") as log:
-        meter.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 15
-    while not meter.link(rundir).exists():
-        assert time.monotonic() < deadline, "simulator did not create its pty link"
-        assert meter.proc.poll() is None, (rundir / f"{meter.name}.sim.log").read_text()
-        time.sleep(0.02)
 
 
 class RecordTail:
@@ -190,21 +161,14 @@ class Pipeline:
 
     def start(self, before_supervisor: Callable[["Pipeline"], None] | None = None) -> "Pipeline":
         assert MOSQUITTO is not None
-        self.broker = Broker(self.rundir / "broker")
-        self.broker.start()
+        self.broker = Broker(self.rundir / "broker").start()
         self.csv_dir = self.rundir / "csv"
         self.csv_dir.mkdir()
-        extra = "\n".join([
-            "[publishers.csv]", "enabled = true", f'directory = "{self.csv_dir}"', "",
-            "[publishers.mqtt]", "enabled = true", 'host = "127.0.0.1"', f"port = {self.broker.port}",
-            f'spool_path = "{self.rundir / "spool.sqlite"}"', "discovery = false",
-            f'base_topic = "{BASE_TOPIC}"', "",
-        ])
-        config = write_config(self.rundir, self.meters, extra, push_interval=INTERVAL)
-        if self.queue_frames is not None:
-            text = config.read_text().replace(f"push_interval = {INTERVAL}",
-                                              f"push_interval = {INTERVAL}\nqueue_frames = {self.queue_frames}")
-            config.write_text(text)
+        mqtt_settings = {"port": self.broker.port, "spool_path": self.rundir / "spool.sqlite", "discovery": False,
+                         "base_topic": BASE_TOPIC}
+        options = {} if self.queue_frames is None else {"queue_frames": self.queue_frames}
+        config = write_config(self.rundir, self.meters, push_interval=INTERVAL, meter_options=options,
+                              csv_dir=self.csv_dir, mqtt=mqtt_settings)
         if before_supervisor is not None:
             before_supervisor(self)
         # A persistent session (QoS 1): the test's subscriber misses nothing while the broker restarts.
@@ -214,7 +178,7 @@ class Pipeline:
         self.tail = RecordTail({m.name: m.record(self.rundir) for m in self.meters})
         for i, m in enumerate(self.meters):
             self.seeds[m.name] = 10 + i
-            start_sim(m, self.rundir, INTERVAL, self.seeds[m.name])
+            start_simulator(m, self.rundir, INTERVAL, self.seeds[m.name])
         return self
 
     # --- what arrived ----------------------------------------------------------------
@@ -359,14 +323,6 @@ def wait_open(pid_of: Callable[[], int], target: Callable[[], str], timeout: flo
 def kill(pid: int) -> float:
     os.kill(pid, signal.SIGKILL)
     return time.monotonic()
-
-
-@pytest.fixture
-def rundir() -> Iterator[Path]:
-    path = short_dir()
-    os.chmod(path, 0o700)
-    yield path
-    cleanup(path)
 
 
 @pytest.fixture

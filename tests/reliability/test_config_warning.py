@@ -9,24 +9,16 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from meterpipe.deploy.keys import key_pair
-from tests.integration.harness import cleanup, short_dir, stop_process
-from tests.reliability.test_secrets import AppendingSupervisor
+from tests.support import Supervisor, stop_process
 
 KEY = "7D3A9C2B5E8F10467A2B3C4D5E6F7081"
 FILE_KEY = "A1B2C3D4E5F60718293A4B5C6D7E8F90"
-
-
-@pytest.fixture
-def rundir() -> Iterator[Path]:
-    path = short_dir()
-    yield path
-    cleanup(path)
 
 
 def wait_for_text(read: Callable[[], str], needle: str, timeout: float) -> str:
@@ -52,7 +44,7 @@ def test_processes_under_supervisord_log_the_loose_config_warning(rundir: Path) 
         "[publishers.csv]", "enabled = true", f'directory = "{rundir}/csv"', "",
     ]))
     config.chmod(0o644)  # key inline, readable by everybody
-    supervisor = AppendingSupervisor(rundir, config)
+    supervisor = Supervisor(rundir, config)
     try:
         inline = f"config file {config} holds secrets inline (meters.house.key) and is readable by group or others"
         loose_file = f"meters.flat.key_file: {key_file} is readable by group or others; run chmod 600 {key_file}"

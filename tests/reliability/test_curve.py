@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -36,7 +34,8 @@ from meterpipe.deploy.keys import key_pair
 from meterpipe.common.schema import Frame, LinkLayer, decode_frame, encode_frame
 from meterpipe.reader.service import connect_frames_socket
 from meterpipe.simulator.main import MeterSimulator
-from tests.integration.harness import Collector, cleanup, short_dir
+from tests.integration.harness import Collector
+from tests.support import free_port
 
 METER = {"meters": [{"name": "house", "port": "/dev/null"}]}
 
@@ -365,19 +364,6 @@ def test_no_curve_settings_leave_the_sockets_plain(tmp_path: Path) -> None:
 
 
 # --- the real decoder process ------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def rundir() -> Iterator[Path]:
-    path = short_dir()
-    yield path
-    cleanup(path)
 
 
 @pytest.mark.slow

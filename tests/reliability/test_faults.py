@@ -33,15 +33,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import stop_process
+from tests.integration.harness import start_simulator
 from tests.reliability.conftest import (
     Pipeline,
     SinkResult,
     kill,
-    start_sim,
     wait_new_pid,
     wait_open,
 )
+from tests.support import stop_process
 
 pytestmark = pytest.mark.slow
 
@@ -199,7 +199,7 @@ def vanish_pty(p: Pipeline) -> Injected:
     assert not meter.link(p.rundir).exists()
     time.sleep(3)
     t_back = time.monotonic()
-    start_sim(meter, p.rundir, 0.5, seed=p.seeds[meter.name] + 100)
+    start_simulator(meter, p.rundir, 0.5, seed=p.seeds[meter.name] + 100)
     t_open = wait_open(lambda: reader, lambda: _pty(p, meter.name))
     assert p.supervisor.pid(f"readers:reader-{meter.name}") == reader, "the reader was restarted"
     return Injected({meter.name: [(t_back, t_open)]}, 0,

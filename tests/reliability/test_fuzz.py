@@ -500,7 +500,8 @@ def test_garbage_between_valid_frames_on_a_pty_through_reader_and_decoder() -> N
     from meterpipe.reader.service import ReaderService, connect_frames_socket
     from meterpipe.simulator.main import MeterSimulator
 
-    from tests.integration.harness import _comparable, as_values, cleanup, short_dir
+    from tests.integration.harness import _comparable, as_values
+    from tests.support import cleanup, short_dir
 
     rundir = short_dir()
     master, slave = os.openpty()

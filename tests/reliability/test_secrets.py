@@ -16,42 +16,33 @@ from __future__ import annotations
 import base64
 import os
 import secrets
-import shutil
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
 import zmq
-from meterpipe.common.config import load_config
 from meterpipe.common.schema import decode_status
-from meterpipe.deploy.programs import programs_conf
-from meterpipe.deploy.supervise import (
-    supervisor_env,
-    supervisord_command,
-    write_programs,
-)
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.integration.harness import (
-    SimMeter,
+from tests.integration.harness import SimMeter, start_simulator
+from tests.support import (
+    MOSQUITTO,
+    MOSQUITTO_PASSWD,
+    Broker,
+    MeterEntry,
     Supervisor,
-    cleanup,
-    short_dir,
-    start_simulator,
     stop_process,
+    write_config,
+    write_secret,
 )
-from tests.publishers.conftest import free_port, wait_port
 
 pytestmark = pytest.mark.slow
 
-MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
-MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd")
 INTERVAL = 0.5
 USER = "meterpipe"
 
@@ -74,49 +65,16 @@ def leaks(data: bytes, secrets_: dict[str, set[bytes]]) -> list[str]:
     return [name for name, forms in secrets_.items() if any(f in data for f in forms)]
 
 
-class AppendingSupervisor(Supervisor):
-    """harness.Supervisor with its log file opened in append mode.
-
-    supervisord opens ``/dev/stdout`` anew for each program (in append mode), while
-    its own lines go through the descriptor it inherited; opened "wb" (as the
-    harness does), that descriptor writes at its own offset and overwrites the
-    programs' lines, and a log search could miss what was overwritten.
-    """
-
-    def __init__(self, rundir: Path, config_path: Path) -> None:  # noqa: super().__init__ would open "wb"
-        self.rundir = rundir
-        self.config = load_config(config_path)
-        write_programs(rundir, programs_conf(self.config))
-        self.env = supervisor_env(self.config, rundir)
-        self.log = open(rundir / "supervisord.log", "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(supervisord_command(), env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
-
-
-class Broker:
-    """mosquitto on a free 127.0.0.1 port, logins only from a hashed password file."""
-
-    def __init__(self, workdir: Path, password: str) -> None:
-        assert MOSQUITTO is not None and MOSQUITTO_PASSWD is not None
-        workdir.mkdir(mode=0o700)
-        self.port = free_port()
-        passwd = workdir / "passwd"
-        passwd.touch(mode=0o600)
-        passwd.write_text(f"{USER}:{password}\n")  # plain text, hashed in place by -U
-        subprocess.run([MOSQUITTO_PASSWD, "-U", str(passwd)], check=True, capture_output=True, timeout=30)
-        assert password.encode() not in passwd.read_bytes()
-        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous false", f"password_file {passwd}",
-                 "log_type all", "connection_messages true"]
-        if os.geteuid() == 0:
-            lines.append("user root")
-        conf = workdir / "mosquitto.conf"
-        conf.write_text("\n".join(lines) + "\n")
-        self.log = workdir / "mosquitto.log"
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT)
-        wait_port(self.port)
-
-    def stop(self) -> None:
-        stop_process(self.proc)
+def password_broker(workdir: Path, password: str) -> Broker:
+    """mosquitto on a free 127.0.0.1 port, logins only from a password file hashed by
+    ``mosquitto_passwd -U`` (the password is never on a command line)."""
+    assert MOSQUITTO_PASSWD is not None
+    workdir.mkdir(mode=0o700)
+    passwd = write_secret(workdir / "passwd", f"{USER}:{password}\n")  # plain text, hashed in place by -U
+    subprocess.run([MOSQUITTO_PASSWD, "-U", str(passwd)], check=True, capture_output=True, timeout=30)
+    assert password.encode() not in passwd.read_bytes()
+    extra = f"password_file {passwd}\nlog_type all\nconnection_messages true"
+    return Broker(workdir, extra, persistence=False).start()
 
 
 class MqttTap:
@@ -205,36 +163,15 @@ class CommandLines:
         self._thread.join(10)
 
 
-@pytest.fixture
-def rundir() -> Iterator[Path]:
-    path = short_dir()
-    yield path
-    cleanup(path)
-
-
-def write_key(path: Path, key: bytes) -> Path:
-    path.write_text(key.hex().upper() + "\n")
-    path.chmod(0o600)
-    return path
-
-
-def write_config(rundir: Path, meters: list[tuple[SimMeter, Path, bytes, bytes]], mqtt_port: int,
-                 password_file: Path, name: str = "meterpipe.toml", spool: str = "spool.sqlite") -> Path:
+def write_secrets_config(rundir: Path, meters: list[tuple[SimMeter, Path, bytes, bytes]], mqtt_port: int,
+                         password_file: Path, name: str = "meterpipe.toml", spool: str = "spool.sqlite") -> Path:
     """``meters``: (meter, its pty, the key and auth key the config gives the decoder)."""
-    lines: list[str] = []
-    for meter, pty, key, auth in meters:
-        lines += ["[[meters]]", f'name = "{meter.name}"', f'port = "{pty}"', 'link = "hdlc"',
-                  f'model = "{meter.model}"', f"push_interval = {INTERVAL}",
-                  f'key_file = "{write_key(rundir / f"{meter.name}.cfg.key", key)}"',
-                  f'auth_key_file = "{write_key(rundir / f"{meter.name}.cfg.auth", auth)}"', ""]
-    lines += ["[endpoints]", f'frames = "ipc://{rundir}/frames"', f'readings = "ipc://{rundir}/readings"', "",
-              "[publishers.csv]", "enabled = true", f'directory = "{rundir}/csv"', "",
-              "[publishers.mqtt]", "enabled = true", 'host = "127.0.0.1"', f"port = {mqtt_port}",
-              f'username = "{USER}"', f'password_file = "{password_file}"', f'spool_path = "{rundir}/{spool}"', ""]
-    path = rundir / name
-    path.write_text("\n".join(lines))
-    path.chmod(0o600)
-    return path
+    entries = [MeterEntry(meter.name, pty, meter.model, push_interval=INTERVAL,
+                          key_file=write_secret(rundir / f"{meter.name}.cfg.key", key),
+                          auth_key_file=write_secret(rundir / f"{meter.name}.cfg.auth", auth))
+               for meter, pty, key, auth in meters]
+    mqtt = {"port": mqtt_port, "username": USER, "password_file": password_file, "spool_path": rundir / spool}
+    return write_config(rundir, entries, csv_dir=rundir / "csv", mqtt=mqtt, name=name)
 
 
 @pytest.mark.skipif(MOSQUITTO is None or MOSQUITTO_PASSWD is None,
@@ -257,21 +194,17 @@ def test_no_secret_in_logs_status_messages_or_command_lines(rundir: Path) -> Non
     configured = [(house, keys["house key"], keys["house auth key"]), (shop, keys["shop key"], keys["shop auth key"]),
                   (odd, keys["odd key (config)"], keys["odd auth key (config)"])]
 
-    broker = Broker(rundir / "mosquitto", password)
-    password_file = rundir / "mqtt.password"
-    password_file.touch(mode=0o600)
-    password_file.write_text(password + "\n")
-    config = write_config(rundir, [(m, m.link(simdir), k, a) for m, k, a in configured], broker.port, password_file)
-    bad_password_file = rundir / "mqtt.wrong"
-    bad_password_file.touch(mode=0o600)
-    bad_password_file.write_text(wrong_password + "\n")
-    bad_config = write_config(rundir, [(m, m.link(simdir), k, a) for m, k, a in configured], broker.port,
-                              bad_password_file, name="bad.toml", spool="bad-spool.sqlite")
+    broker = password_broker(rundir / "mosquitto", password)
+    password_file = write_secret(rundir / "mqtt.password", password + "\n")
+    config = write_secrets_config(rundir, [(m, m.link(simdir), k, a) for m, k, a in configured], broker.port, password_file)
+    bad_password_file = write_secret(rundir / "mqtt.wrong", wrong_password + "\n")
+    bad_config = write_secrets_config(rundir, [(m, m.link(simdir), k, a) for m, k, a in configured], broker.port,
+                                      bad_password_file, name="bad.toml", spool="bad-spool.sqlite")
 
     lines = CommandLines()
     tap = RawTap(f"ipc://{rundir}/readings")
     mqtt_tap = MqttTap(broker.port, password)
-    supervisor = AppendingSupervisor(rundir, config)
+    supervisor = Supervisor(rundir, config)
     bad_publisher: subprocess.Popen[bytes] | None = None
     bad_log = rundir / "bad-publisher.log"
     try:
@@ -352,11 +285,9 @@ def test_no_secret_in_debug_logs(rundir: Path) -> None:
     simdir.mkdir(mode=0o700)
     house = SimMeter("house", "e450", keys["house key"].hex(), keys["house auth key"].hex())
     odd = SimMeter("odd", "am550", keys["odd key (meter)"].hex())  # the decoder expects GCM with a tag
-    broker = Broker(rundir / "mosquitto", password)
-    password_file = rundir / "mqtt.password"
-    password_file.touch(mode=0o600)
-    password_file.write_text(password + "\n")
-    config = write_config(rundir, [(house, house.link(simdir), keys["house key"], keys["house auth key"]),
+    broker = password_broker(rundir / "mosquitto", password)
+    password_file = write_secret(rundir / "mqtt.password", password + "\n")
+    config = write_secrets_config(rundir, [(house, house.link(simdir), keys["house key"], keys["house auth key"]),
                                    (odd, odd.link(simdir), keys["odd key (config)"], keys["odd auth key (config)"])],
                           broker.port, password_file)
     tap = RawTap(f"ipc://{rundir}/readings")

@@ -13,19 +13,18 @@ the full 10 minutes). ``pytest -s`` prints RSS and descriptors per process kind.
 from __future__ import annotations
 
 import os
-import re
 import statistics
 import threading
 import time
 import tty
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from meterpipe.simulator.main import MeterSimulator
-from tests.integration.harness import SimMeter, Supervisor, cleanup, short_dir, write_config
+from tests.integration.harness import SimMeter, write_config
+from tests.support import Supervisor
 
 pytestmark = pytest.mark.slow
 
@@ -92,15 +91,6 @@ class PtyMeters:
             os.close(fd)
 
 
-def _status_pids(supervisor: Supervisor) -> dict[str, int]:
-    pids = {}
-    for line in supervisor.ctl("status").splitlines():
-        m = re.match(r"^(\S+)\s+RUNNING\s+pid (\d+),", line)
-        if m:
-            pids[m.group(1)] = int(m.group(2))
-    return pids
-
-
 def _rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -114,13 +104,6 @@ def _fds(pid: int) -> int:
 
 def _kind(program: str) -> str:
     return "reader" if program.startswith("readers:") else program
-
-
-@pytest.fixture
-def rundir() -> Iterator[Path]:
-    path = short_dir()
-    yield path
-    cleanup(path)
 
 
 def test_fifty_meters_for_ten_minutes_keep_memory_and_descriptors_flat(rundir: Path) -> None:
@@ -139,11 +122,11 @@ def test_fifty_meters_for_ten_minutes_keep_memory_and_descriptors_flat(rundir: P
         while len(pids) < METERS + 2:
             assert time.monotonic() < deadline, f"not all programs running: {supervisor.ctl('status')}"
             time.sleep(1)
-            pids = _status_pids(supervisor)
+            pids = supervisor.status_pids()
         times = [BASELINE_AT + k * SAMPLE_EVERY for k in range(int((SECONDS - BASELINE_AT) // SAMPLE_EVERY) + 1)]
         for t in [*[x for x in times if x < SECONDS], SECONDS]:
             time.sleep(max(0.0, started + t - time.monotonic()))
-            now = _status_pids(supervisor)
+            now = supervisor.status_pids()
             assert now == pids, f"a process was restarted during the soak: {set(now.items()) ^ set(pids.items())}"
             samples.append((t, {p: (_rss_kb(pid), _fds(pid)) for p, pid in pids.items()}))
         rows = {m.name: _rows(csv_dir / m.name) for m in meters}
