@@ -194,6 +194,16 @@ def running_set(sup: Supervisor, timeout: float = 120) -> dict[str, int]:
     return {"supervisord": sup.proc.pid, **sup.running(timeout)}
 
 
+def check_counted(expected: Sequence[str], *samples: Sample) -> list[str]:
+    """The processes in every sample; RuntimeError naming those of ``expected`` that some
+    sample lacks (a process that exited or restarted during the window)."""
+    missing = sorted({name for s in samples for name in expected if name not in s.cpu})
+    if missing:
+        raise RuntimeError(f"not counted: {', '.join(missing)} (expected {', '.join(expected)}): "
+                           "the process was gone when sampled")
+    return list(expected)
+
+
 # --- meterpipe under supervisord, mosquitto -------------------------------------------
 
 

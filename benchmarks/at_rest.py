@@ -9,7 +9,11 @@ written by this process to one pty each, at the same moment): encrypted with a
 key, no authentication key (security 0x20), since the reference has no
 authentication-key setting.
 
-After the processes are up and a first push went through both, CPU seconds
+The processes measured are the ones the config starts, found by name through
+supervisord: the run waits until every program of the config (the decoder, the
+enabled publishers, one reader per meter) is RUNNING, and fails (exit 1, naming
+it) when one of them is not, or is missing from a sample. After the processes
+are up and a first push went through both, CPU seconds
 (utime + stime from /proc/PID/stat, all threads) are sampled at the start and
 at the end of a window of ``--seconds``, and PSS (``Pss`` of
 /proc/PID/smaps_rollup) at the end. mosquitto and this process (the meter) are
@@ -80,7 +84,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     try:
         ref_pid = ref.start() if ref is not None else None
-        pids = h.running_set(sup)
+        pids = h.running_set(sup)  # supervisord, decoder, csv, mqtt, reader-m1: all the config starts
         client.connect("127.0.0.1", broker.port)
         client.subscribe([(f"meterpipe/{METER}/json", 0), ("smartmeter/+/CURRENT_L3", 0)])
         client.loop_start()
@@ -115,6 +119,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         while (left := start + args.seconds - time.monotonic()) > 0:
             time.sleep(left)
         last = h.sample(watched)
+        counted = h.check_counted(list(pids), first, last)
         for proc in spies:
             proc.wait(timeout=60)
         time.sleep(0.5)
@@ -137,7 +142,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "window_s": round(span, 1), "pushes": pushes,
         "delivered": {"meterpipe": counter.mp, "reference": counter.ref},
-        "meterpipe": {"processes": sorted(mp_names), "cpu_s": round(mp_cpu_s, 3),
+        "meterpipe": {"processes": sorted(mp_names), "expected": sorted(counted), "cpu_s": round(mp_cpu_s, 3),
                       "cpu_pct": round(100 * mp_cpu_s / span, 3),
                       "pss_mb": round(sum(usage[n]["pss_mb"] for n in mp_names), 1),
                       "rss_mb": round(sum(usage[n]["rss_mb"] for n in mp_names), 1)},
@@ -209,6 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{mp['cpu_pct']:.3f} % of one core [target <= {TARGET_CPU_PCT} %: {'met' if cpu_ok else 'MISSED'}], "
           f"PSS {mp['pss_mb']} MB [target <= {TARGET_PSS_MB:g} MB: {'met' if pss_ok else 'MISSED'}] "
           f"(RSS {mp['rss_mb']} MB)")
+    print(f"counted: {', '.join(mp['expected'])} (every process the config starts, in both samples)")
     for name in mp["processes"]:
         u = res["per_process"][name]
         print(f"  {name}: {u['cpu_pct']:.3f} % of one core ({u['cpu_s']} CPU s), PSS {u['pss_mb']} MB")
