@@ -280,7 +280,6 @@ def normal(value: Any) -> Any:
     return (type(value).__name__, value)
 
 
-
 # --- corpus pushes through the decoder's own layers ------------------------------
 
 

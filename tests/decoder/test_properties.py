@@ -1,169 +1,233 @@
-"""Hypothesis properties of the decoder (the h11 contract, STYLE.md section 4):
+"""Hypothesis properties of bad input, the h11 contract (STYLE.md sections 4 and 7):
 
 * any bytes, and real captures mangled (bit flips, truncations, splices, lying
-  and huge length fields, duplicated frames), through every layer give a result
-  or a MeterpipeError, never another exception, and quickly (deadline);
-  MeterDecoder.feed raises nothing at all;
+  and huge length fields, duplicated frames, worst-case length fields, 1,000
+  levels of nesting), through every layer give a result or a MeterpipeError,
+  never another exception; the MeterDecoder entry points (feed, feed_frame,
+  feed_apdu) return errors and never raise. Each input must finish within
+  50 ms and stay under a tracemalloc peak (tests/decoder/fuzzing.py:
+  100,000 inputs in a CI run, hence marked slow; ``METERPIPE_FUZZ=quick`` for
+  a 5 % smoke run, ``deep`` for 10x);
 * results do not depend on how the stream is split into chunks;
 * nesting 1,000 levels deep is refused with an error, not a RecursionError.
+
+The wire schema's round trips are in tests/common/test_schema_wire.py; the
+10 MB capped-buffer runs and garbage between frames on a real pty in
+tests/reliability/test_bad_input.py. ``pytest -s`` prints the number of inputs
+and the slowest and largest.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from meterpipe.common.errors import MeterpipeError
+from meterpipe.common.link.frames import (
+    DEFAULT_MAX_BUFFER,
+    Framer,
+    LinkFrame,
+    parse_frame,
+    parse_hdlc,
+    parse_mbus,
+)
 from meterpipe.common.schema import LinkLayer
 from meterpipe.common.values import Push
 from meterpipe.decoder import axdr, gurux_adapter
 from meterpipe.decoder.apdu import parse_notification
-from meterpipe.common.link.frames import Framer, LinkFrame, parse_hdlc, parse_mbus
 from meterpipe.decoder.mapping import map_body
 from meterpipe.decoder.reassembly import BlockAssembler, SegmentAssembler
-from meterpipe.decoder.security import parse_ciphered
+from meterpipe.decoder.security import decrypt, parse_ciphered
 from meterpipe.decoder.session import MeterDecoder
 
-from tests.conftest import DLMS_VECTORS, keys, model_hint
+from tests.conftest import keys, model_hint
 from tests.decoder import strategies as s
+from tests.decoder.fuzzing import (
+    APDU_IN,
+    FRAME_IN,
+    GBT,
+    KEYS,
+    LINKED,
+    LINKED_OR_NONE,
+    PLAIN_IN,
+    STATS,
+    STREAM_IN,
+    STREAMS,
+    check,
+    fuzz_settings,
+    hostile,
+    mutated,
+    never_raises,
+    or_random,
+)
 from tests.decoder.strategies import drain
 
-ROBUST = settings(
-    max_examples=s.examples(150),
-    deadline=3000,
-    derandomize=s.DERANDOMIZE,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
-)
-
-LINKED = [v for v in DLMS_VECTORS if v["transport"] in ("hdlc", "mbus")]
-LINKED_OR_NONE: list[dict[str, Any] | None] = [*LINKED] or [None]
-STREAMS = [bytes.fromhex(v["bytes_hex"]) for v in LINKED]
-FRAMES = [f.raw for v in LINKED for f in s.link_frames(v)]
-APDUS = [a for v in DLMS_VECTORS if not v["expect"].get("error") for a in s.apdus(v)]
-PLAIN = [
-    p
-    for v in DLMS_VECTORS
-    if not v["expect"].get("error") and (v.get("key") or not v.get("encrypted"))
-    for p in s.plaintexts(v, *keys(v))
-]
+LINKS = (LinkLayer.AUTO, LinkLayer.HDLC, LinkLayer.MBUS)
+KEYS_OR_NONE: list[tuple[bytes | None, bytes | None]] = [(None, None), *KEYS]
 
 
-def _or_random(samples: list[bytes]) -> st.SearchStrategy[bytes]:
-    """A corpus sample, or random bytes when the corpus is absent."""
-    return st.sampled_from(samples) if samples else st.binary(min_size=1, max_size=300)
+@pytest.fixture(scope="module", autouse=True)
+def _report() -> Iterator[None]:
+    yield
+    if STATS.inputs:
+        print("\n" + STATS.report())
 
 
-@st.composite
-def mutated(draw: st.DrawFn, base: st.SearchStrategy[bytes]) -> bytes:
-    """A real capture (or piece of one) mangled the ways a serial line and an attacker do."""
-    data = bytearray(draw(base))
-    for _ in range(draw(st.integers(1, 4))):
-        if not data:
-            data += draw(st.binary(min_size=1, max_size=20))
-        n = len(data)
-        op = draw(st.sampled_from(["flip", "truncate", "cut_head", "splice", "insert", "lie", "huge", "dup"]))
-        i = draw(st.integers(0, n - 1))
-        if op == "flip":
-            data[i] ^= 1 << draw(st.integers(0, 7))
-        elif op == "truncate":
-            del data[i:]
-        elif op == "cut_head":
-            del data[:i]
-        elif op == "splice":  # the tail of another capture from here on
-            other = draw(base)
-            data[i:] = other[draw(st.integers(0, max(0, len(other) - 1))) :]
-        elif op == "insert":
-            data[i:i] = draw(st.binary(min_size=1, max_size=16))
-        elif op == "lie":  # a length-ish byte says something else
-            data[i] = draw(st.sampled_from([0x00, 0x01, 0x7F, 0x80, 0x81, 0x82, 0xFF, max(0, data[i] - 1), min(255, data[i] + 1)]))
-        elif op == "huge":  # a long-form length claiming gigabytes
-            data[i : i + 1] = draw(st.sampled_from([b"\x84\xff\xff\xff\xff", b"\x83\xff\xff\xff", b"\x82\xff\xff", b"\x80", b"\x85\x01\x00\x00\x00\x00"]))
-        else:  # a duplicated stretch (frame, block, member)
-            j = draw(st.integers(i, n))
-            data[j:j] = data[i:j]
-    return bytes(data)
+# --- every layer: a result or a MeterpipeError, within time and memory ---------------
 
 
-ANY_STREAM = st.one_of(st.binary(max_size=600), mutated(_or_random(STREAMS)))
-ANY_FRAME = st.one_of(st.binary(max_size=300), mutated(_or_random(FRAMES)))
-ANY_APDU = st.one_of(st.binary(max_size=600), mutated(_or_random(APDUS)))
-ANY_PLAIN = st.one_of(st.binary(max_size=600), mutated(_or_random(PLAIN)), st.binary(max_size=300).map(lambda b: b"\x0f\x00\x00\x00\x01\x00" + b))
+def _frame_all_links(data: bytes) -> int:
+    frames = 0
+    for link in LINKS:
+        for cap in (512, DEFAULT_MAX_BUFFER):
+            framer = Framer(link, max_buffer=cap)
+            framer.feed(data)
+            for item in drain(framer):
+                if isinstance(item, LinkFrame):
+                    assert item.raw in data and item.link in (LinkLayer.HDLC, LinkLayer.MBUS)
+                    frames += 1
+            assert framer.buffered <= max(len(data), 1)
+    return frames
 
 
-# --- every layer: a result or a MeterpipeError -------------------------------------
+@pytest.mark.slow
+@fuzz_settings("framer")
+@given(data=STREAM_IN)
+def test_framer_gives_frames_or_frame_errors(data: bytes) -> None:
+    check("framer", _frame_all_links, data)
 
 
-@pytest.mark.parametrize("link", [LinkLayer.AUTO, LinkLayer.HDLC, LinkLayer.MBUS])
-@ROBUST
-@given(data=ANY_STREAM)
-def test_framer_gives_frames_or_frame_errors(link: LinkLayer, data: bytes) -> None:
-    framer = Framer(link, max_buffer=512)
-    framer.feed(data)
-    for item in drain(framer):
-        if isinstance(item, LinkFrame):
-            assert item.raw in data and item.link in (LinkLayer.HDLC, LinkLayer.MBUS)
-    assert framer.buffered <= max(len(data), 1)
-
-
-@ROBUST
-@given(raw=ANY_FRAME)
-def test_parse_hdlc_and_parse_mbus_give_frames_or_frame_errors(raw: bytes) -> None:
+def _parse_links(raw: bytes) -> None:
     for parse in (parse_hdlc, parse_mbus):
         result = s.only_meterpipe_errors(parse, raw)
         if isinstance(result, LinkFrame):
             assert result.raw == raw
+    for link in LINKS:
+        s.only_meterpipe_errors(parse_frame, link, raw)
 
 
-@ROBUST
-@given(blocks=st.lists(ANY_APDU, max_size=5), gbt=st.lists(mutated(st.just(b"\xe0\x40\x00\x01\x00\x00\x05\x0f\x00\x00\x00\x01")), max_size=4))
-def test_assemblers_give_apdus_or_errors(blocks: list[bytes], gbt: list[bytes]) -> None:
-    assembler = BlockAssembler(max_bytes=2048)
-    segments = SegmentAssembler(max_bytes=2048)
-    for i, block in enumerate(blocks + gbt):
-        s.only_meterpipe_errors(assembler.add, block, i)
-        frame = LinkFrame(LinkLayer.HDLC, block, block, more=bool(i % 2), first=not i % 3)
-        s.only_meterpipe_errors(segments.add, frame, i)
+@pytest.mark.slow
+@fuzz_settings("parse_hdlc/mbus/frame")
+@given(raw=FRAME_IN)
+def test_parse_hdlc_mbus_and_frame_give_frames_or_frame_errors(raw: bytes) -> None:
+    check("parse_hdlc/mbus/frame", _parse_links, raw)
 
 
-@ROBUST
-@given(apdu=ANY_APDU)
-def test_parse_ciphered_gives_parts_or_errors(apdu: bytes) -> None:
-    s.only_meterpipe_errors(parse_ciphered, apdu)
+def _assemble(pieces: list[bytes]) -> None:
+    for caps in ({"max_bytes": 2048}, {}):
+        blocks, segments = BlockAssembler(**caps), SegmentAssembler(**caps)
+        for i, piece in enumerate(pieces):
+            s.only_meterpipe_errors(blocks.add, piece, i * 1_000_000)
+            frame = LinkFrame(LinkLayer.HDLC, piece, piece, more=bool(i % 2), first=not i % 3)
+            s.only_meterpipe_errors(segments.add, frame, i * 1_000_000)
 
 
-@ROBUST
-@given(apdu=ANY_PLAIN)
-def test_axdr_notification_and_mapping_give_values_or_errors(apdu: bytes) -> None:
+@pytest.mark.slow
+@fuzz_settings("assemblers")
+@given(pieces=st.lists(st.one_of(APDU_IN, hostile(st.just(GBT))), min_size=1, max_size=6))
+def test_segment_and_block_assemblers_give_apdus_or_errors(pieces: list[bytes]) -> None:
+    check("assemblers", _assemble, pieces)
+
+
+def _cipher(apdu: bytes, which: int) -> None:
+    ciphered = parse_ciphered(apdu)
+    key, auth = KEYS[which % len(KEYS)]
+    for k, a in ((key, auth), (key, None), (None, None)):
+        s.only_meterpipe_errors(decrypt, ciphered, k, a)
+
+
+@pytest.mark.slow
+@fuzz_settings("parse_ciphered/decrypt")
+@given(apdu=APDU_IN, which=st.integers(0, 50))
+def test_parse_ciphered_and_decrypt_give_parts_or_errors(apdu: bytes, which: int) -> None:
+    check("parse_ciphered/decrypt", _cipher, apdu, which)
+
+
+def _plain(apdu: bytes) -> None:
     s.only_meterpipe_errors(axdr.parse_all, apdu)
-    note = s.only_meterpipe_errors(parse_notification, apdu)
-    if not isinstance(note, MeterpipeError):
-        s.only_meterpipe_errors(map_body, note.body)
-        s.only_meterpipe_errors(map_body, note.body, model="kaifa")
+    note = parse_notification(apdu)
+    for model in (None, "kaifa", "e450"):
+        s.only_meterpipe_errors(map_body, note.body, model=model)
 
 
-@ROBUST
+@pytest.mark.slow
+@fuzz_settings("axdr/notification/map_body")
+@given(apdu=PLAIN_IN)
+def test_axdr_notification_and_mapping_give_values_or_errors(apdu: bytes) -> None:
+    check("axdr/notification/map_body", _plain, apdu)
+
+
+def _body(apdu: bytes) -> bytes:
+    return apdu[6:] if apdu[:1] == b"\x0f" and len(apdu) > 6 and apdu[5] == 0 else apdu
+
+
+@pytest.mark.slow
+@fuzz_settings("gurux")
+@given(apdu=PLAIN_IN)
+def test_gurux_adapter_gives_values_or_errors(apdu: bytes) -> None:
+    check("gurux", gurux_adapter.parse_all, _body(apdu))
+
+
+@settings(max_examples=s.examples(150), deadline=3000, derandomize=s.DERANDOMIZE,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
 @given(body=s.nested(max_leaves=30), model=st.sampled_from([None, "kaifa", "e450", "kamstrup"]))
 def test_map_body_on_any_decoded_value_gives_readings_or_errors(body: s.Enc, model: str | None) -> None:
     s.only_meterpipe_errors(map_body, body.value, model=model)
 
 
-@ROBUST
-@given(data=ANY_STREAM, split=st.lists(st.integers(0, 600), max_size=6), which=st.sampled_from(LINKED_OR_NONE))
-def test_meter_decoder_feed_never_raises(data: bytes, split: list[int], which: dict[str, Any] | None) -> None:
-    key, auth = keys(which) if which else (None, None)
-    decoder = MeterDecoder("m", key=key, auth_key=auth, max_buffer=1024, gap_ns=0)
+def _feed(data: bytes, cuts: list[int], which: int) -> None:
+    key, auth = KEYS_OR_NONE[which % len(KEYS_OR_NONE)]
+    small = MeterDecoder("m", key=key, auth_key=auth, max_buffer=1024, gap_ns=0)
+    default = MeterDecoder("m", key=key, auth_key=auth)
     out: list[Push | MeterpipeError] = []
-    last = 0
-    for cut in sorted(split) + [len(data)]:
-        out += decoder.feed(data[last:cut], now_ns=cut)
-        last = max(last, cut)
-    out += decoder.feed_apdu(data)
+    for decoder, cap in ((small, 1024), (default, DEFAULT_MAX_BUFFER)):
+        last = 0
+        for cut in sorted(cuts) + [len(data)]:
+            out += never_raises(decoder.feed, data[last:cut], cut * 1_000_000)
+            last = max(last, cut)
+        assert decoder._framer.buffered <= cap
+    out += never_raises(small.feed_apdu, data)
     for o in out:
-        assert isinstance(o, (Push, MeterpipeError))
         if isinstance(o, MeterpipeError):
             assert o.meter == "m" and o.kind
+
+
+@pytest.mark.slow
+@fuzz_settings("MeterDecoder.feed")
+@given(data=STREAM_IN, cuts=st.lists(st.integers(0, 700), max_size=6), which=st.integers(0, 50))
+def test_meter_decoder_feed_never_raises(data: bytes, cuts: list[int], which: int) -> None:
+    check("MeterDecoder.feed", _feed, data, cuts, which)
+
+
+def _feed_frame(raws: list[bytes], which: int) -> None:
+    key, auth = KEYS[which % len(KEYS)]
+    decoder = MeterDecoder("m", key=key, auth_key=auth)
+    for i, raw in enumerate(raws):
+        for link in (*LINKS, LinkLayer.APDU):
+            never_raises(decoder.feed_frame, raw, link, i)
+
+
+@pytest.mark.slow
+@fuzz_settings("MeterDecoder.feed_frame")
+@given(raws=st.lists(FRAME_IN, min_size=1, max_size=4), which=st.integers(0, 50))
+def test_meter_decoder_feed_frame_never_raises(raws: list[bytes], which: int) -> None:
+    check("MeterDecoder.feed_frame", _feed_frame, raws, which)
+
+
+def _feed_apdu(apdu: bytes, which: int) -> None:
+    key, auth = KEYS[which % len(KEYS)]
+    for k, a, model in ((key, auth, None), (None, None, "kaifa")):
+        never_raises(MeterDecoder("m", key=k, auth_key=a, model=model).feed_apdu, apdu, 0)
+
+
+@pytest.mark.slow
+@fuzz_settings("MeterDecoder.feed_apdu")
+@given(apdu=st.one_of(APDU_IN, PLAIN_IN), which=st.integers(0, 50))
+def test_meter_decoder_feed_apdu_never_raises(apdu: bytes, which: int) -> None:
+    check("MeterDecoder.feed_apdu", _feed_apdu, apdu, which)
 
 
 # --- 1,000 levels of nesting --------------------------------------------------------
@@ -230,7 +294,7 @@ def test_random_split_points_give_the_same_outcomes(which: dict[str, Any] | None
 
 
 @settings(max_examples=s.examples(80), deadline=3000, derandomize=s.DERANDOMIZE, suppress_health_check=[HealthCheck.too_slow])
-@given(data=mutated(_or_random(STREAMS)), cuts=st.lists(st.integers(0, 2000), max_size=8))
+@given(data=mutated(or_random(STREAMS)), cuts=st.lists(st.integers(0, 2000), max_size=8))
 def test_mangled_streams_split_anywhere_give_the_same_outcomes(data: bytes, cuts: list[int]) -> None:
     decoder_whole = MeterDecoder("m")
     decoder_split = MeterDecoder("m")
@@ -238,6 +302,8 @@ def test_mangled_streams_split_anywhere_give_the_same_outcomes(data: bytes, cuts
     split: list[Push | MeterpipeError] = []
     for chunk in _split(data, cuts):
         split += decoder_split.feed(chunk)
+
     def key(o: Push | MeterpipeError) -> Any:
         return o if isinstance(o, Push) else (o.kind, str(o))
+
     assert [key(o) for o in split] == [key(o) for o in whole]
