@@ -17,6 +17,7 @@ byte of every push was written.
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import fcntl
 import os
@@ -25,7 +26,7 @@ import subprocess
 import sys
 import time
 import tty
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -76,6 +77,26 @@ def now_utc() -> str:
 def loadavg() -> list[float]:
     """1, 5 and 15 minute load averages (what `uptime` shows)."""
     return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+def side_by_side_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The parser of a side-by-side benchmark: its docstring's first paragraph, and --no-reference."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0] if doc else None)
+    p.add_argument("--no-reference", action="store_true", help="meterpipe only")
+    return p
+
+
+def attempt(run: Callable[[argparse.Namespace], dict[str, Any]], args: argparse.Namespace) -> dict[str, Any] | None:
+    """``run(args)`` with its date, wall time and machine added; None, after one line
+    ``error: ...``, when it could not set up or finish (a process missing, no readings,
+    no reference)."""
+    started, t0 = now_utc(), time.monotonic()
+    try:
+        res = run(args)
+    except (RuntimeError, _reference.ReferenceSetupError) as exc:
+        print(f"error: {exc}")
+        return None
+    return {**res, "date": started, "wall_s": round(time.monotonic() - t0, 1), "machine": machine()}
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:

@@ -40,7 +40,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import _harness as h  # first: puts the repository root on sys.path for tests.support
-from _reference import ReferenceSetupError
 from tests.support import cleanup
 
 TARGET_CPU_PCT = 0.5
@@ -183,11 +182,10 @@ def profile_lines(top: int = 4) -> list[str]:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p = h.side_by_side_parser(__doc__)
     p.add_argument("--seconds", type=float, default=300, help="measured window (default 300)")
     p.add_argument("--interval", type=float, default=5.0, help="seconds between pushes (default 5)")
     p.add_argument("--settle", type=float, default=5.0, help="seconds after the first push before measuring")
-    p.add_argument("--no-reference", action="store_true", help="meterpipe only")
     p.add_argument("--profile", metavar="PY_SPY", help="path of py-spy: sample every meterpipe process "
                    f"(collapsed stacks into {PROFILE_DIR}); this costs CPU, so not for the figures")
     args = p.parse_args(argv)
@@ -198,12 +196,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    started = h.now_utc()
-    t = time.monotonic()
-    try:
-        res = run(args)
-    except (RuntimeError, ReferenceSetupError) as exc:
-        print(f"error: {exc}")
+    res = h.attempt(run, args)
+    if res is None:
         return 1
     mp, ref = res["meterpipe"], res["reference"]
     cpu_ok = mp["cpu_pct"] <= TARGET_CPU_PCT
@@ -231,7 +225,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "settings": {"seconds": args.seconds, "interval_s": args.interval, "model": "e450",
                      "security": "0x20 (encrypted, no auth key) on both sides",
                      "meterpipe_set": "supervisord + reader + decoder + csv + mqtt (meterpipe run with CSV and MQTT)"},
-        "date": started, "wall_s": round(time.monotonic() - t, 1), "machine": h.machine(),
     }
     print(json.dumps(summary))
     return 0 if cpu_ok and pss_ok else 1

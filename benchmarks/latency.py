@@ -34,7 +34,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import _harness as h  # first: puts the repository root on sys.path for tests.support
-from _reference import ReferenceSetupError
 from tests.support import cleanup
 
 METER = "m1"
@@ -173,11 +172,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p = h.side_by_side_parser(__doc__)
     p.add_argument("--pushes", type=int, default=1000, help="measured pushes (default 1000)")
     p.add_argument("--interval", type=float, default=0.06, help="seconds between pushes (default 0.06)")
     p.add_argument("--warmup", type=int, default=20, help="pushes before the measured ones (default 20)")
-    p.add_argument("--no-reference", action="store_true", help="meterpipe only")
     args = p.parse_args(argv)
     if args.pushes < 1 or args.interval < 0.02:
         p.error("--pushes must be >= 1 and --interval >= 0.02")
@@ -186,12 +184,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    started = h.now_utc()
-    t = time.monotonic()
-    try:
-        res = run(args)
-    except (RuntimeError, ReferenceSetupError) as exc:
-        print(f"error: {exc}")
+    res = h.attempt(run, args)
+    if res is None:
         return 1
     mp, ref = res["meterpipe"], res["reference"]
     ok = mp["p99_ms"] is not None and mp["p99_ms"] <= TARGET_P99_MS
@@ -214,7 +208,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "settings": {"pushes": args.pushes, "interval_s": args.interval, "warmup": args.warmup,
                      "model": "e450", "security": "0x20 (encrypted, no auth key) on both sides",
                      "meterpipe_mqtt_qos": 1, "reference_mqtt_qos": 0, "subscriber_qos": 0},
-        "date": started, "wall_s": round(time.monotonic() - t, 1), "machine": h.machine(),
     }
     print(json.dumps(summary))
     return 0 if ok else 1

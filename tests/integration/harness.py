@@ -23,6 +23,13 @@ from tests import support
 from tests.support import PY, MeterEntry, write_secret
 
 
+# Keys of the simulated meters (test keys, never a real meter's).
+KEY = "000102030405060708090A0B0C0D0E0F"
+AUTH = "D0D1D2D3D4D5D6D7D8D9DADBDCDDDEDF"
+KEY2 = "F0E1D2C3B4A5968778695A4B3C2D1E0F"
+AUTH2 = "1F2E3D4C5B6A79889706A5B4C3D2E1F0"
+
+
 @dataclass
 class SimMeter:
     name: str
@@ -36,6 +43,16 @@ class SimMeter:
 
     def record(self, rundir: Path) -> Path:
         return rundir / f"{self.name}.jsonl"
+
+
+def three_meters() -> list[SimMeter]:
+    """An encrypted and authenticated E450 (GBT blocks), a plain AM550 (HDLC segments) and an
+    encrypted and authenticated Kamstrup Omnipower (M-Bus)."""
+    return [
+        SimMeter("house", "e450", KEY, AUTH),
+        SimMeter("flat", "am550"),
+        SimMeter("shop", "omnipower", KEY2, AUTH2),
+    ]
 
 
 def start_simulator(meter: SimMeter, rundir: Path, interval: float, seed: int | None = None) -> None:

@@ -11,11 +11,16 @@ from pathlib import Path
 import pytest
 
 from tests.integration.harness import (
+    AUTH,
+    AUTH2,
+    KEY,
+    KEY2,
     Collector,
     SimMeter,
     matched_indices,
     records,
     start_simulator,
+    three_meters,
     write_config,
 )
 from tests.support import Supervisor, stop_process
@@ -23,22 +28,10 @@ from tests.support import Supervisor, stop_process
 pytestmark = pytest.mark.slow
 
 INTERVAL = 0.5
-KEY = "000102030405060708090A0B0C0D0E0F"
-AUTH = "D0D1D2D3D4D5D6D7D8D9DADBDCDDDEDF"
-KEY2 = "F0E1D2C3B4A5968778695A4B3C2D1E0F"
-AUTH2 = "1F2E3D4C5B6A79889706A5B4C3D2E1F0"
-
-
-def _meters() -> list[SimMeter]:
-    return [
-        SimMeter("house", "e450", KEY, AUTH),
-        SimMeter("flat", "am550"),
-        SimMeter("shop", "omnipower", KEY2, AUTH2),
-    ]
 
 
 def test_every_push_arrives_once_with_its_values_and_survives_a_decoder_kill(rundir: Path) -> None:
-    meters = _meters()
+    meters = three_meters()
     config = write_config(rundir, meters, push_interval=INTERVAL)
     collector = Collector(f"ipc://{rundir}/readings").start()
     supervisor = Supervisor(rundir, config)

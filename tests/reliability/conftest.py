@@ -25,24 +25,20 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
-from tests.integration.harness import Collector, SimMeter, _comparable, record_values, start_simulator, write_config
+from tests.integration.harness import (
+    Collector,
+    SimMeter,
+    _comparable,
+    record_values,
+    start_simulator,
+    three_meters,
+    write_config,
+)
 from tests.publishers.mqtt_helpers import Collector as MqttCollector
 from tests.support import MOSQUITTO, Broker, Supervisor, stop_process
 
 INTERVAL = 0.5
-KEY = "000102030405060708090A0B0C0D0E0F"
-AUTH = "D0D1D2D3D4D5D6D7D8D9DADBDCDDDEDF"
-KEY2 = "F0E1D2C3B4A5968778695A4B3C2D1E0F"
-AUTH2 = "1F2E3D4C5B6A79889706A5B4C3D2E1F0"
 BASE_TOPIC = "meterpipe"
-
-
-def three_meters() -> list[SimMeter]:
-    return [
-        SimMeter("house", "e450", KEY, AUTH),
-        SimMeter("flat", "am550"),
-        SimMeter("shop", "omnipower", KEY2, AUTH2),
-    ]
 
 
 class RecordTail:
