@@ -62,7 +62,7 @@ def test_processes_under_supervisord_log_the_loose_config_warning(rundir: Path) 
     for secret in (KEY, FILE_KEY):
         assert secret.lower() not in output.lower()
     # every process that loaded the config warned, once each
-    warned = re.findall(r" (\w+(?: \w+)?) WARNING meterpipe\.common\.startup: config: config file", output)
+    warned = re.findall(r" (\w+(?: \w+)?) WARNING meterpipe\.common\.process: config: config file", output)
     assert sorted(warned) == ["csv", "decoder", "reader flat", "reader house"], warned
 
 
