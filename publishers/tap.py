@@ -14,7 +14,6 @@ is published after it connected; status comes every 10 s and on each new error.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -27,7 +26,7 @@ from meterpipe.common.config import CONFIG_ENV
 from meterpipe.common.endpoints import READINGS_NAME, default_endpoints, demo_runtime_dir, ipc_path
 from meterpipe.common.errors import ConfigError
 from meterpipe.common.schema import ReadingsMessage, Status, reading_topic, readings_json, status_topic
-from meterpipe.common.process import StopFlag
+from meterpipe.common.process import StopFlag, base_parser, config_error_exit
 from meterpipe.publishers.subscriber import Handler, run_subscriber
 
 
@@ -126,10 +125,10 @@ class TapHandler(Handler):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="meterpipe tap", description="Print readings and status messages as the decoder publishes them.")
+    parser = base_parser("meterpipe tap", "Print readings and status messages as the decoder publishes them.",
+                         verbose=False)
     parser.add_argument("--topic", default="reading/", help="topic prefix: reading/, reading/house, status/ or '' for all")
     parser.add_argument("--json", action="store_true", help="one JSON object per push")
-    parser.add_argument("--config", metavar="FILE", help="take the readings endpoint from this config")
     parser.add_argument("--endpoint", help="readings endpoint, e.g. ipc:///run/meterpipe/readings")
     parser.add_argument("--count", type=int, help="exit after N pushes")
     parser.add_argument("--seconds", type=float, help="exit after S seconds")
@@ -137,8 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         endpoint = find_endpoint(args.endpoint, args.config)
     except ConfigError as exc:
-        print(f"meterpipe tap: config error: {exc}", file=sys.stderr)
-        return 2
+        return config_error_exit(exc)
     stop = StopFlag().install()
     if args.seconds:
         import signal
