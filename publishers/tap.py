@@ -78,7 +78,7 @@ def format_status(status: Status) -> str:
     if status.last_push_ns is None:
         last = "no push decoded yet"
     else:
-        last = f"last push {max(0, status.sent_ns - status.last_push_ns) / 1e9:.0f} s before"
+        last = f"last push {max(0, status.sent_ns - status.last_push_ns) / 1e9:.0f} s ago"
     counters = dict(status.counters)
     flow = [f"{label} {counters.pop(name)}" for name, label in _COUNTER_LABELS[:3] if name in counters]
     errors = [f"{label} {value}" for name, label in _COUNTER_LABELS[3:] if (value := counters.pop(name, 0))]

@@ -20,7 +20,7 @@ def _status(**counters: int) -> Status:
 def test_status_table_shows_flow_errors_and_the_last_error() -> None:
     text = format_status(_status(bytes=12_345, frames_ok=321, pushes_out=80, checksum_errors=2))
     lines = text.splitlines()
-    assert lines[0] == "house  status at 23:00:00Z  last push 2 s before"
+    assert lines[0] == "house  status at 23:00:00Z  last push 2 s ago"
     assert lines[1] == "  bytes 12345  frames ok 321  pushes out 80"
     assert lines[2] == "  errors: checksum 2"
     assert lines[3] == "  last error: checksum: HDLC frame check sequence (FCS) mismatch"
