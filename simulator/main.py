@@ -1,12 +1,8 @@
-"""A simulated smart meter: ``meterpipe simulate`` and the sans-IO :class:`MeterSimulator`.
+"""``meterpipe simulate``: a simulated smart meter on a pty or a serial port.
 
-:class:`MeterSimulator` has no clock, port or logging inside: the caller passes
-the time of each push and gets back the bytes a real meter of that model would
-write to its customer interface, with the values a decoder must report.
-
-The command writes those pushes to a serial port (``--port``, any
-``serial_for_url`` URL) or to a pseudo-terminal it opens and names on stdout,
-so a reader can be pointed at it as at a real meter::
+The command writes the pushes of a :class:`~meterpipe.simulator.meter.MeterSimulator`
+to a serial port (``--port``, any ``serial_for_url`` URL) or to a pseudo-terminal
+it opens and names on stdout, so a reader can be pointed at it as at a real meter::
 
     $ meterpipe simulate --model e450 --link /tmp/meter0
     simulated e450 on /dev/pts/7
@@ -20,14 +16,12 @@ import fcntl
 import json
 import logging
 import os
-import random
 import sys
 import termios
 import time
 import tty
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Final, Protocol
 
@@ -36,158 +30,13 @@ from meterpipe.common.errors import ConfigError
 from meterpipe.common.logs import setup_logging
 from meterpipe.common.process import StopFlag
 from meterpipe.common.schema import decimal_text
-from meterpipe.decoder.security import SC_AUTHENTICATED, SC_ENCRYPTED, encrypt
-from meterpipe.simulator import encoding as enc
-from meterpipe.simulator.models import (
-    ENERGIES,
-    MODELS,
-    TEXTS,
-    LoadCurve,
-    Sample,
-    encode_frames,
-    encode_notification,
-    scale,
-)
+from meterpipe.simulator.meter import MeterSimulator, SimulatedPush
+from meterpipe.simulator.models import MODELS
 
 log = logging.getLogger(__name__)
 
-KEY_BYTES: Final = 16
-_MS_PER_HOUR: Final = 3_600_000
 _SLEEP_STEP_S: Final = 0.05
 MIN_INTERVAL_S: Final = 0.05
-
-Value = tuple[int | str, int, str | None]
-
-
-@dataclass(frozen=True, slots=True)
-class SimulatedPush:
-    """One push: the bytes on the line and what a decoder must make of them."""
-
-    data: bytes
-    frames: tuple[bytes, ...]
-    values: dict[str, Value]
-    meter_id: str
-    time: datetime
-    invocation_counter: int | None
-
-
-class MeterSimulator:
-    """Pushes of one simulated meter, deterministic for a given seed and times."""
-
-    def __init__(
-        self,
-        model: str,
-        *,
-        key: bytes | None = None,
-        auth_key: bytes | None = None,
-        seed: int = 0,
-        serial: str | None = None,
-        start_energy_wh: int | None = None,
-    ) -> None:
-        spec = MODELS.get(model)
-        if spec is None:
-            raise ValueError(f"unknown meter model {model!r}: choose one of {', '.join(MODELS)}")
-        for name, k in (("key", key), ("auth_key", auth_key)):
-            if k is not None and len(k) != KEY_BYTES:
-                raise ValueError(f"{name} must be {KEY_BYTES} bytes")
-        if auth_key is not None and key is None:
-            raise ValueError("an authentication key needs an encryption key too")
-        if serial is not None and not (0 < len(serial) <= 32 and serial.isascii() and serial.isprintable()):
-            raise ValueError("serial must be 1-32 printable ASCII characters")
-        if start_energy_wh is not None and start_energy_wh < 0:
-            raise ValueError("start_energy_wh must not be negative")
-        self.spec = spec
-        self._key = key
-        self._auth_key = auth_key
-        self.security: int | None = None
-        if key is not None:
-            self.security = SC_ENCRYPTED | (SC_AUTHENTICATED if auth_key is not None else 0)
-        rng = random.Random(f"meterpipe-simulator:{model}:{seed}")
-        digits = "".join(str(rng.randrange(10)) for _ in range(spec.id_digits))
-        self.meter_id = serial if serial is not None else spec.id_prefix + digits
-        self.serial_number = str(rng.randint(1_000_000, 9_999_999))
-        tail = "".join(c for c in self.meter_id if c.isdigit())[-9:] or "0"
-        self.system_title = spec.title_prefix + (int(tail) % 2**32).to_bytes(4, "big")
-        self._curve = LoadCurve(rng)
-        start = start_energy_wh if start_energy_wh is not None else rng.randint(50_000, 20_000_000)
-        exported = start // 4 if self._curve.pv_peak_w else 0
-        # Energy accumulators in W*ms: exact integers, registers never go back.
-        self._acc = {"ai": start, "ae": exported, "ri": start // 7, "re": start // 3}
-        self._acc = {q: wh * _MS_PER_HOUR for q, wh in self._acc.items()}
-        self._noise = random.Random(rng.getrandbits(64))
-        self._invoke_id = 0 if spec.invoke_id_fixed else rng.randrange(1, 1 << 24)
-        self._ic: int | None = rng.randrange(1, 1 << 22) if key is not None else None
-        self._last: tuple[datetime, Sample] | None = None
-
-    @property
-    def invocation_counter(self) -> int | None:
-        """The counter the next ciphered push will carry (None when unencrypted)."""
-        return self._ic
-
-    def _integrate(self, now: datetime, sample: Sample) -> None:
-        if self._last is None:
-            return
-        then, before = self._last
-        elapsed_ms = max((now - then) // timedelta(milliseconds=1), 0)
-        powers = {"ai": "pi", "ae": "pe", "ri": "qi", "re": "qe"}
-        for energy, power in powers.items():
-            mean_w = (before.base_value(power) + sample.base_value(power)) // 2
-            self._acc[energy] += mean_w * elapsed_ms
-
-    def push(self, now: datetime) -> SimulatedPush:
-        """The push the meter sends at meter time ``now`` (naive: local wall clock)."""
-        spec = self.spec
-        now = now.replace(microsecond=0)
-        sample = self._curve.sample(now, self._noise)
-        self._integrate(now, sample)
-        self._last = (now, sample)
-        texts = {"meter_id": self.meter_id, "serial": self.serial_number, "meter_type": spec.meter_type}
-        registers: dict[str, int] = {}
-        values: dict[str, Value] = {}
-        if spec.list_id:
-            values[spec.list_id_obis] = (spec.list_id, 0, None)
-        for f in spec.readings():
-            if f.quantity in TEXTS:
-                values[f.obis] = (texts[f.quantity], 0, None)
-                continue
-            if f.quantity in ENERGIES:
-                base = self._acc[f.quantity] // _MS_PER_HOUR
-            else:
-                base = sample.base_value(f.quantity)
-            registers[f.quantity] = scale(base, f.quantity, f.exponent)
-            values[f.obis] = (registers[f.quantity], f.exponent, f.unit)
-        if spec.clock_deviation:
-            clock = enc.cosem_datetime(now, deviation=None)
-        else:
-            clock = enc.cosem_datetime(now, status=0)
-        apdu = encode_notification(
-            spec, invoke_id=self._invoke_id, clock=clock, texts=texts, registers=registers
-        )
-        if not spec.invoke_id_fixed:
-            self._invoke_id = (self._invoke_id + 1) % (1 << 24)
-        ic = self._ic
-        if ic is not None and self._key is not None and self.security is not None:
-            apdu = encrypt(
-                apdu,
-                system_title=self.system_title,
-                invocation_counter=ic,
-                key=self._key,
-                auth_key=self._auth_key,
-                security=self.security,
-            )
-            self._ic = (ic + 1) % (1 << 32)
-        frames = tuple(encode_frames(spec, apdu))
-        return SimulatedPush(
-            data=b"".join(frames),
-            frames=frames,
-            values=values,
-            meter_id=self.meter_id,
-            time=now,
-            invocation_counter=ic,
-        )
-
-
-# --- the command ----------------------------------------------------------------
 
 
 class _Sink(Protocol):
