@@ -8,6 +8,8 @@ and energy registers, lays them out as the model does
 the model's link-layer frames (:func:`encode_frames`). The result, a
 :class:`SimulatedPush`, carries the bytes a real meter of that model would write
 to its customer interface and the values a decoder must report.
+
+:class:`ReplayMeter` sends a fixed capture instead, for ``--replay``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from meterpipe.common.config_fields import KEY_BYTES
 from meterpipe.common.link import build as link_build
@@ -37,6 +40,12 @@ class SimulatedPush:
     meter_id: str
     time: datetime
     invocation_counter: int | None
+
+
+class Meter(Protocol):
+    """What the command drives: a push for each meter time."""
+
+    def push(self, now: datetime) -> SimulatedPush: ...
 
 
 class MeterSimulator:
@@ -138,6 +147,16 @@ class MeterSimulator:
             time=now,
             invocation_counter=ic,
         )
+
+
+class ReplayMeter:
+    """A meter that sends the same capture (raw bytes, framing and all) at every push."""
+
+    def __init__(self, capture: bytes) -> None:
+        self.capture = capture
+
+    def push(self, now: datetime) -> SimulatedPush:
+        return SimulatedPush(self.capture, (self.capture,), {}, "", now.replace(microsecond=0), None)
 
 
 # --- a push in the model's layout and link layer -------------------------------

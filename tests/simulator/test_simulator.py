@@ -24,8 +24,9 @@ from meterpipe.common.link.frames import NEED_DATA, Framer, LinkFrame
 from meterpipe.decoder.security import decrypt, parse_ciphered
 from meterpipe.simulator.encoding import obis_bytes
 from meterpipe.simulator.models import MODELS
-from meterpipe.simulator.main import PtySink, read_capture
+from meterpipe.simulator.main import read_capture
 from meterpipe.simulator.meter import MeterSimulator, SimulatedPush
+from meterpipe.simulator.sinks import PtySink
 
 KEY = bytes.fromhex("000102030405060708090a0b0c0d0e0f")
 AUTH = bytes.fromhex("d0d1d2d3d4d5d6d7d8d9dadbdcdddedf")
