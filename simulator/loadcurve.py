@@ -14,13 +14,14 @@ import math
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import MappingProxyType
 from typing import Final
 
 from meterpipe.simulator.models import BASE_EXPONENT, CURRENTS, ENERGIES, VOLTAGES
 
 _MS_PER_HOUR: Final = 3_600_000
 # The power each energy register integrates.
-_POWER_OF: Final = {"ai": "pi", "ae": "pe", "ri": "qi", "re": "qe"}
+_POWER_OF: Final = MappingProxyType({"ai": "pi", "ae": "pe", "ri": "qi", "re": "qe"})
 
 
 @dataclass(frozen=True, slots=True)

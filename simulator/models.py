@@ -20,6 +20,7 @@ bytes from :mod:`meterpipe.simulator.meter`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Final, Literal
 
 # Quantities a field can carry, and the base unit exponent the load curve
@@ -29,16 +30,16 @@ ENERGIES: Final = frozenset({"ai", "ae", "ri", "re"})
 POWERS: Final = frozenset({"pi", "pe", "qi", "qe"})
 VOLTAGES: Final = ("v1", "v2", "v3")
 CURRENTS: Final = ("i1", "i2", "i3")
-BASE_EXPONENT: Final = {
+BASE_EXPONENT: Final = MappingProxyType({
     **{q: 0 for q in ENERGIES | POWERS},
     **{q: -1 for q in VOLTAGES},
     **{q: -3 for q in CURRENTS},
-}
-UNITS: Final = {
+})
+UNITS: Final = MappingProxyType({
     "ai": "Wh", "ae": "Wh", "ri": "varh", "re": "varh",
     "pi": "W", "pe": "W", "qi": "var", "qe": "var",
     "v1": "V", "v2": "V", "v3": "V", "i1": "A", "i2": "A", "i3": "A",
-}  # fmt: skip
+})  # fmt: skip
 # Quantities that are not readings: the push setup's own list and name, the clock.
 STRUCTURAL: Final = frozenset({"push_list", "push_name", "clock"})
 TEXTS: Final = frozenset({"meter_id", "serial", "meter_type"})
@@ -231,4 +232,4 @@ OMNIPOWER: Final = ModelSpec(
     default_security_with_key=0x30,
 )
 
-MODELS: Final = {m.name: m for m in (E450, E570, E360, AM550, OMNIPOWER)}
+MODELS: Final = MappingProxyType({m.name: m for m in (E450, E570, E360, AM550, OMNIPOWER)})
