@@ -497,7 +497,7 @@ def test_garbage_between_valid_frames_on_a_pty_through_reader_and_decoder() -> N
     from meterpipe.decoder.service import DecoderService
     from meterpipe.reader.port import open_serial
     from meterpipe.reader.service import ReaderService, connect_frames_socket
-    from meterpipe.simulator.main import MeterSimulator
+    from meterpipe.simulator.meter import MeterSimulator
 
     from tests.integration.harness import _comparable, as_values, cleanup, short_dir
 

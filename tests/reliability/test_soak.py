@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from meterpipe.simulator.main import MeterSimulator
+from meterpipe.simulator.meter import MeterSimulator
 from tests.integration.harness import SimMeter, Supervisor, cleanup, short_dir, write_config
 
 pytestmark = pytest.mark.slow
