@@ -156,7 +156,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     try:
         if args.record is not None:
-            with args.record.open("a", encoding="utf-8") as record:
+            try:
+                record = args.record.open("a", encoding="utf-8")
+            except OSError as exc:
+                print(f"error: --record: {exc}", file=sys.stderr)
+                return EXIT_CONFIG
+            with record:
                 _run(args, sink, stop, record)
         else:
             _run(args, sink, stop, None)
