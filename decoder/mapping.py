@@ -227,7 +227,7 @@ def is_clock(code: bytes) -> bool:
 def map_body(body: Any, *, model: str | None = None) -> Mapped:
     """Readings, meter id and (when the body carries one) the time of a push."""
     entries, time = _entries(body, model)
-    resolved = model or models.detect_model(entries)
+    resolved = model or models.detect_model((entry.code, entry.value) for entry in entries)
     readings = []
     by_code: dict[bytes, Reading] = {}
     for entry in entries:

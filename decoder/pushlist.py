@@ -81,7 +81,7 @@ def _plan(definitions: bytes, body: list[Any], model: str | None) -> _Plan | Non
             clock = clock if clock is not None else index
         else:
             registers.append((index, code))
-    resolved = model or models.detect_model(entries)
+    resolved = model or models.detect_model((entry.code, entry.value) for entry in entries)
     slots = []
     for index, code in registers:
         obis, name, unit = code_info(code)
