@@ -1,13 +1,12 @@
-"""One meter's mapper: the A-XDR bytes of a notification body in, readings out.
+r"""One meter's mapper: the A-XDR bytes of a notification body in, readings out.
 
 Sans-IO. The session makes one call per push, ``PushMapper.map(body)``::
 
-    body bytes --starts with a known push object list--> values only (axdr.parse_data)
-         |                                                      |
-         \\--otherwise--> apdu.decode_body (axdr, or gurux-dlms)   |
-                            |                                   v
-                            +-- push list: mapping.push_list_plan --> Plan.apply --> Mapped
-                            \\-- tagged / value-only: mapping.map_body ------------> Mapped
+    body bytes
+      |-- starts with a known push object list: values only (axdr.parse_data) --> its Plan.apply --> Mapped
+      \-- otherwise: apdu.decode_body (axdr, or gurux-dlms), then
+            |-- a push list: mapping.push_list_plan --> Plan kept, Plan.apply ---------------------> Mapped
+            \-- OBIS-tagged or value-only: mapping.map_body ---------------------------------------> Mapped
 
 A push list's layout has one representation, its :class:`~mapping.Plan`: built
 from the first push that brings the list, kept here keyed by the list's bytes,

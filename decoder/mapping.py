@@ -314,4 +314,5 @@ def map_body(body: Any, *, model: str | None = None) -> Mapped:
         return plan.apply(body)
     entries, time = _entries(body, model)
     resolved = model or models.detect_model((code, value) for code, value, _, _ in entries)
-    return assemble([(rule_for(code, resolved, scaler, unit), value) for code, value, scaler, unit in entries], time, resolved)
+    pairs = [(rule_for(code, resolved, scaler, unit), value) for code, value, scaler, unit in entries]
+    return assemble(pairs, time, resolved)
