@@ -81,7 +81,5 @@ def test_frames_from_two_meters_come_out_as_readings_and_status() -> None:
     last = statuses[-1]
     assert last.counters["checksum_errors"] == 1 and last.counters["pushes_out"] == 1
     assert last.counters["frames_ok"] == 1  # the good Kamstrup frame; the corrupted one is not ok
-    house = [decode_status(p) for t, p in got if t == b"status/house"][-1]
-    assert house.counters["frames_ok"] == len(e570["frames_hex"]) and house.counters["bytes"] > 0
     assert last.last_error_kind == "checksum"
     assert k2 is not None and k2.hex() not in (last.last_error or "").lower()
