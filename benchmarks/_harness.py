@@ -282,7 +282,7 @@ class Reference:
 
 class SideBySide(NamedTuple):
     rundir: Path
-    sim: Any  # meterpipe.simulator.main.MeterSimulator
+    sim: Any  # meterpipe.simulator.meter.MeterSimulator
     mp_pty: "Pty"
     ref_pty: "Pty"
     broker: "Broker"
@@ -293,7 +293,7 @@ class SideBySide(NamedTuple):
 def side_by_side(prefix: str, meter: str, seed: int, interval: float, *, reference: bool) -> SideBySide:
     """One simulated E450 (key, no auth key: the reference has no auth-key setting) whose
     pushes go to two ptys: meterpipe under supervisord with CSV and MQTT, and the reference."""
-    from meterpipe.simulator.main import MeterSimulator
+    from meterpipe.simulator.meter import MeterSimulator
 
     rundir = short_dir(prefix)
     key = os.urandom(16)

@@ -150,7 +150,7 @@ class Subscriber:
 
 def make_pushes(count: int, key: bytes) -> list[list[tuple[bytes, ...]]]:
     """pushes[s][k]: the frames of push k of simulator s (meter clock T0 + k s)."""
-    from meterpipe.simulator.main import MeterSimulator
+    from meterpipe.simulator.meter import MeterSimulator
 
     sims = [MeterSimulator("e450", key=key, seed=s) for s in range(SIMS)]
     return [[sim.push(T0 + dt.timedelta(seconds=k)).frames for k in range(count)] for sim in sims]

@@ -42,10 +42,11 @@ from pathlib import Path
 from typing import Any
 
 from meterpipe.common import endpoints as ep
-from meterpipe.common.config_fields import Section, check_readable_file, loose_mode, type_name
+from meterpipe.common.config_fields import Section, loose_mode, type_name
 from meterpipe.common.curve import check_security
 from meterpipe.common.endpoints import EndpointsConfig
 from meterpipe.common.errors import ConfigError, SchemaError
+from meterpipe.common.publisher_config import PublishersConfig, publishers_config
 from meterpipe.common.schema import LinkLayer, check_meter_name
 
 DEFAULT_PATH = Path("meterpipe.toml")
@@ -66,50 +67,6 @@ class MeterConfig:
     model: str | None = None
     push_interval: float = 10.0  # seconds the meter is expected to push at (for "no data" status)
     queue_frames: int = 10_000  # reader's bounded queue while the decoder is away
-
-
-@dataclass(frozen=True, slots=True)
-class MqttConfig:
-    enabled: bool = False
-    host: str = "127.0.0.1"
-    port: int = 1883
-    client_id: str = "meterpipe"
-    keepalive: int = 60
-    qos: int = 1
-    retain: bool = False
-    base_topic: str = "meterpipe"
-    layout: str = "meterpipe"  # "meterpipe" | "smartmeter-datacollector"
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)  # from password / password_file / password_env
-    tls: bool = False
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    tls_insecure: bool = False
-    spool_path: Path | None = None
-    spool_max_bytes: int = 50 * 1024 * 1024
-    discovery: bool = True
-    discovery_prefix: str = "homeassistant"
-
-
-@dataclass(frozen=True, slots=True)
-class CsvConfig:
-    enabled: bool = True
-    directory: Path = Path("data/csv")
-    retention_days: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class JournalConfig:
-    enabled: bool = False
-    socket: Path = Path("/run/systemd/journal/socket")
-
-
-@dataclass(frozen=True, slots=True)
-class PublishersConfig:
-    mqtt: MqttConfig = MqttConfig()
-    csv: CsvConfig = CsvConfig()
-    journal: JournalConfig = JournalConfig()
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +92,6 @@ class Config:
 PARITIES: Mapping[str, str] = {"n": "N", "none": "N", "e": "E", "even": "E", "o": "O", "odd": "O"}
 LINKS: Mapping[str, LinkLayer] = {k.value: k for k in (LinkLayer.HDLC, LinkLayer.MBUS, LinkLayer.DSMR, LinkLayer.AUTO)}
 MODELS = ("e450", "e570", "e360", "am550", "omnipower", "kamstrup", "aidon", "kaifa", "sagemcom")
-MQTT_LAYOUTS = ("meterpipe", "smartmeter-datacollector")
 CURVE_SETTINGS = ("curve_server_secret", "curve_authorized_dir", "curve_server_public", "curve_client_secret")
 _METER: Mapping[str, Any] = {f.name: f.default for f in fields(MeterConfig)}
 
@@ -176,7 +132,7 @@ def config_from_dict(
     top = Section("", data, base, env)
     meters = _meters(top)
     endpoints = _endpoints(top.sub("endpoints"), env, top.warnings)
-    publishers = _publishers(top.sub("publishers"), base)
+    publishers = publishers_config(top.sub("publishers"), base)
     top.finish()
     warnings = list(top.warnings)
     if source is not None and top.inline_secrets and loose_mode(source):
@@ -272,84 +228,4 @@ def _endpoints(s: Section | None, env: Mapping[str, str], warnings: list[str]) -
                              curve_server_public=curve["curve_server_public"],
                              curve_client_secret=curve["curve_client_secret"])
     check_security(config, warnings)
-    return config
-
-
-def _publishers(s: Section | None, base: Path | None) -> PublishersConfig:
-    if s is None:
-        return PublishersConfig(csv=_csv(None, base))
-    config = PublishersConfig(mqtt=_mqtt(s.sub("mqtt")), csv=_csv(s.sub("csv"), base),
-                              journal=_journal(s.sub("journal")))
-    s.finish()
-    return config
-
-
-def _mqtt(s: Section | None) -> MqttConfig:
-    if s is None:
-        return MqttConfig()
-    d = MqttConfig()
-    password, password_from = s.secret("password", is_key=False)
-    username = s.text("username")
-    if password is not None and username is None:
-        raise ConfigError(s.f(password_from or "password"), "a password needs a username; set "
-                          "publishers.mqtt.username")
-    tls_files = {}
-    for name in ("ca_file", "cert_file", "key_file"):
-        path = s.path_value(name)
-        tls_files[name] = check_readable_file(path, s.f(name)) if path is not None else None
-    config = MqttConfig(
-        enabled=s.boolean("enabled", d.enabled),
-        host=s.text("host", d.host) or d.host,
-        port=s.integer("port", d.port, low=1, high=65535),
-        client_id=s.text("client_id", d.client_id) or d.client_id,
-        keepalive=s.integer("keepalive", d.keepalive, low=1, unit=" seconds"),
-        qos=s.integer("qos", d.qos, low=0, high=2),
-        retain=s.boolean("retain", d.retain),
-        base_topic=_topic(s, "base_topic", d.base_topic),
-        layout=s.choice("layout", d.layout, {m: m for m in MQTT_LAYOUTS}, "layout"),
-        username=username,
-        password=password.decode("utf-8") if password is not None else None,
-        tls=s.boolean("tls", d.tls),
-        ca_file=tls_files["ca_file"],
-        cert_file=tls_files["cert_file"],
-        key_file=tls_files["key_file"],
-        tls_insecure=s.boolean("tls_insecure", d.tls_insecure),
-        spool_path=s.path_value("spool_path"),
-        spool_max_bytes=s.integer("spool_max_bytes", d.spool_max_bytes, low=1, unit=" bytes"),
-        discovery=s.boolean("discovery", d.discovery),
-        discovery_prefix=_topic(s, "discovery_prefix", d.discovery_prefix),
-    )
-    s.finish()
-    return config
-
-
-def _topic(s: Section, name: str, default: str) -> str:
-    value = s.text(name, default) or default
-    if "+" in value or "#" in value or value.startswith("/") or value.endswith("/"):
-        raise ConfigError(s.f(name), f"{value!r} must be a plain topic prefix: no + or #, "
-                          "no leading or trailing /")
-    return value
-
-
-def _csv(s: Section | None, base: Path | None) -> CsvConfig:
-    d = CsvConfig()
-    if s is None:
-        directory = d.directory if base is None or d.directory.is_absolute() else base / d.directory
-        return CsvConfig(directory=directory)
-    retention = s.integer("retention_days", 0, low=1, unit=" days") if s.has("retention_days") else None
-    s.raw("retention_days")
-    config = CsvConfig(enabled=s.boolean("enabled", d.enabled),
-                       directory=s.path_value("directory", d.directory) or d.directory,
-                       retention_days=retention)
-    s.finish()
-    return config
-
-
-def _journal(s: Section | None) -> JournalConfig:
-    d = JournalConfig()
-    if s is None:
-        return d
-    config = JournalConfig(enabled=s.boolean("enabled", d.enabled),
-                           socket=s.path_value("socket", d.socket) or d.socket)
-    s.finish()
     return config

@@ -32,6 +32,7 @@ from meterpipe.common.errors import ConfigError
 IPC_PATH_MAX = 107  # zmq.IPC_PATH_MAX_LEN on Linux
 SCHEMES = ("ipc", "tcp", "inproc")
 FRAMES_NAME = "frames"
+DEMO_NAME = "demo"  # `meterpipe demo` runs in <runtime dir>/demo, never sharing sockets with `meterpipe run`
 READINGS_NAME = "readings"
 
 _TCP = re.compile(r"^(?:[^;]+;)?(?P<host>\[[0-9A-Fa-f:.]+\]|[^:\[\]/\s]+):(?P<port>\d+|\*)$")
@@ -74,6 +75,11 @@ def runtime_dir(create: bool = True, *, environ: Mapping[str, str] | None = None
     if create:
         make_private_dir(path)
     return path
+
+
+def demo_runtime_dir(*, environ: Mapping[str, str] | None = None) -> Path:
+    """The runtime directory of ``meterpipe demo``: its own sockets, control socket and lock."""
+    return runtime_dir(create=False, environ=environ) / DEMO_NAME
 
 
 def make_private_dir(path: Path) -> None:

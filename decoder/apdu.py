@@ -3,7 +3,9 @@
 Sans-IO. ``parse_notification`` takes a plaintext APDU and returns a
 :class:`Notification` whose body is A-XDR decoded by the fast path
 (decoder.axdr) or, for what the fast path does not support, by gurux-dlms
-(decoder.gurux_adapter).
+(decoder.gurux_adapter). The session reads only the header here
+(``notification_header``) and hands the body's bytes to decoder.mapper, which
+calls ``decode_body`` when it has to decode a body whole.
 """
 
 from __future__ import annotations
@@ -83,13 +85,19 @@ def notification_header(apdu: bytes) -> tuple[int, str | None, int]:
     return invoke_id, time, pos
 
 
-def parse_notification(apdu: bytes) -> Notification:
-    """Parse a data-notification APDU: ``0F invoke-id(4) date-time body``."""
-    invoke_id, time, pos = notification_header(apdu)
+def decode_body(buf: bytes, pos: int = 0) -> tuple[Any, bool]:
+    """The A-XDR value filling ``buf[pos:]``, and whether gurux-dlms decoded it
+    (for a type the fast path does not support)."""
     try:
-        body = axdr.parse_all(apdu, pos)
+        return axdr.parse_all(buf, pos), False
     except UnsupportedError:
         from meterpipe.decoder import gurux_adapter
 
-        return Notification(invoke_id, time, gurux_adapter.parse_all(apdu[pos:]), via_gurux=True)
-    return Notification(invoke_id, time, body)
+        return gurux_adapter.parse_all(buf[pos:]), True
+
+
+def parse_notification(apdu: bytes) -> Notification:
+    """Parse a data-notification APDU: ``0F invoke-id(4) date-time body``."""
+    invoke_id, time, pos = notification_header(apdu)
+    body, via_gurux = decode_body(apdu, pos)
+    return Notification(invoke_id, time, body, via_gurux)

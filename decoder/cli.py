@@ -97,7 +97,8 @@ def decode_bytes(decoder: MeterDecoder, data: bytes, link: LinkLayer) -> list[Ou
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="meterpipe decode",
-        description="Decode a DLMS/COSEM capture (HDLC, M-Bus or bare APDU) into JSON readings.",
+        description="Decode a capture (DLMS/COSEM in HDLC or M-Bus frames, a bare APDU, or a DSMR P1 telegram) "
+        "into JSON readings, one object per push.",
     )
     p.add_argument("--key", help="encryption key, 32 hex digits (or set METERPIPE_KEY)")
     p.add_argument("--auth-key", help="authentication key, 32 hex digits (or set METERPIPE_AUTH_KEY)")

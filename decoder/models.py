@@ -5,6 +5,9 @@ scaler; Kamstrup sends OBIS/value pairs without scalers; Kaifa in Norway and
 L+G meters configured without a push list send bare values. The scalers and
 positions here are those the meters' documentation (and the reference
 collector's per-model configuration) give.
+
+Pure data and small functions over it: this module imports nothing of
+meterpipe's, so decoder.mapping reads it and never the other way round.
 """
 
 from __future__ import annotations
@@ -12,10 +15,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Final
-
-if TYPE_CHECKING:
-    from meterpipe.decoder.mapping import Entry
+from typing import Any, Final
 
 MODELS: Final = ("e450", "e570", "e360", "am550", "omnipower", "kamstrup", "aidon", "kaifa", "sagemcom")
 
@@ -57,10 +57,9 @@ def default_scaler(model: str | None, code: bytes) -> int:
     return table.get((code[2], code[3]), 0)
 
 
-def detect_model(entries: Iterable["Entry"]) -> str | None:
-    """Guess the model table from identifiers in the push (config hint wins)."""
-    for entry in entries:
-        value = entry.value
+def detect_model(pairs: Iterable[tuple[bytes, Any]]) -> str | None:
+    """Guess the model table from the (OBIS code, value) pairs of a push (config hint wins)."""
+    for code, value in pairs:
         text = value.decode("latin-1") if isinstance(value, bytes) else value if isinstance(value, str) else ""
         if text.startswith("Kamstrup"):
             return "kamstrup"
@@ -68,7 +67,7 @@ def detect_model(entries: Iterable["Entry"]) -> str | None:
             return "aidon"
         if text.startswith("KFM"):
             return "kaifa"
-        if entry.code[2:5] == bytes((42, 0, 0)):
+        if code[2:5] == bytes((42, 0, 0)):
             if text.startswith("LGZ"):
                 return "e450"
             if text.startswith("ISK"):

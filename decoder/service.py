@@ -128,6 +128,7 @@ class DecoderService:
                 status.push(frame.received_ns)
             else:
                 self._rejected(frame.meter, outcome, status)
+        status.frames_decoded(decoder.frames_ok)
 
     def _rejected(self, meter: str, exc: MeterpipeError, status: MeterStatus) -> None:
         status.error(exc)

@@ -7,8 +7,9 @@ set-up. The layers, each its own module:
     reassembly           segments and GBT blocks -> one APDU   (SequenceError)
     security             general-glo/ded-ciphering -> plaintext (DecryptError, AuthError)
     replay check here    invocation counter per system title   (ReplayError)
-    apdu + axdr          data-notification -> COSEM values     (TruncatedError, UnsupportedError)
-    mapping + models     values -> named readings with units
+    apdu                 notification header -> body bytes     (TruncatedError, UnsupportedError)
+    mapper               body -> named readings with units     (TruncatedError, UnsupportedError)
+                         (one PushMapper per meter; axdr / gurux_adapter parse, mapping names)
 
 ``feed`` returns a list of outcomes in stream order: a :class:`Push` for each
 decoded push and a :class:`MeterpipeError` for each rejected frame or push.
@@ -22,12 +23,11 @@ import logging
 from meterpipe.common.errors import DecryptError, FrameError, MeterpipeError, ReplayError
 from meterpipe.common.schema import LinkLayer
 from meterpipe.common.values import Push
-from meterpipe.decoder.apdu import notification_header, parse_notification
+from meterpipe.decoder.apdu import notification_header
 from meterpipe.decoder.dsmr import parse_telegram
 from meterpipe.common.link.cutter import make_framer
 from meterpipe.common.link.frames import DEFAULT_MAX_BUFFER, LinkFrame, NeedData, parse_frame
-from meterpipe.decoder.mapping import map_body
-from meterpipe.decoder.pushlist import PushListCache
+from meterpipe.decoder.mapper import PushMapper
 from meterpipe.decoder.reassembly import DEFAULT_GAP_NS, GBT_TAG, BlockAssembler, SegmentAssembler
 from meterpipe.decoder.security import CIPHERED_TAGS, decrypt, parse_ciphered
 
@@ -51,19 +51,23 @@ class MeterDecoder:
         max_buffer: int = DEFAULT_MAX_BUFFER,
     ) -> None:
         self.meter = meter
-        self.model = model
         self._key = key
         self._auth_key = auth_key
         self._framer = make_framer(link, max_buffer)
         self._segments = SegmentAssembler(gap_ns)
         self._blocks = BlockAssembler(gap_ns)
         self._counters: dict[bytes, int] = {}
-        self._push_lists = PushListCache()
+        self.mapper = PushMapper(model)
         self._told_unauthenticated = False
         self.frames_ok = 0
 
     def __repr__(self) -> str:  # keys stay out of every repr
         return f"MeterDecoder({self.meter!r}, model={self.model!r})"
+
+    @property
+    def model(self) -> str | None:
+        """The configured model hint (None: identified from the pushes)."""
+        return self.mapper.model
 
     @property
     def skipped_bytes(self) -> int:
@@ -162,12 +166,7 @@ class MeterDecoder:
                 self._tell_unauthenticated()
         try:
             _, notification_time, pos = notification_header(apdu)
-            mapped = self._push_lists.decode(apdu, pos)
-            if mapped is None:
-                notification = parse_notification(apdu)
-                mapped = map_body(notification.body, model=self.model)
-                if not notification.via_gurux:
-                    self._push_lists.learn(apdu, pos, notification.body, self.model)
+            mapped = self.mapper.map(apdu[pos:])
         except MeterpipeError as exc:
             if encrypted and not authenticated:
                 raise DecryptError(

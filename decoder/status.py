@@ -55,6 +55,10 @@ class MeterStatus:
         self.last_frame_seq = seq
         return lost
 
+    def frames_decoded(self, total: int) -> None:
+        """The meter's decoder has passed ``total`` frames through the link layer so far."""
+        self.counters["frames_ok"] = total
+
     def push(self, now_ns: int) -> None:
         self.counters["pushes_out"] += 1
         self.last_push_ns = now_ns
@@ -64,7 +68,7 @@ class MeterStatus:
     def error(self, exc: MeterpipeError) -> None:
         counter = _ERROR_COUNTER.get(exc.kind, "unsupported")
         self.counters[counter] += 1
-        self._set_error(f"{exc.kind}: {exc.message}", exc.kind)
+        self._set_error(exc.message, exc.kind)  # the kind travels beside it, never inside
 
     def _set_error(self, text: str | None, kind: str | None) -> None:
         if text != self.last_error:
@@ -77,7 +81,7 @@ class MeterStatus:
         if last is not None and now_ns - last > 3 * self._push_interval_ns and self.last_error_kind != STALE_KIND:
             seconds = (now_ns - last) // 1_000_000_000
             self._set_error(
-                f"{STALE_KIND}: no push decoded for {seconds} s: check the meter's cable and its reader",
+                f"no push decoded for {seconds} s: check the meter's cable and its reader",
                 STALE_KIND,
             )
         if not self._changed and now_ns < self._next_ns:

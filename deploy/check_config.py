@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from meterpipe.common.config import Config, MeterConfig, load_config
 from meterpipe.common.errors import ConfigError, fingerprint
-from meterpipe.common.process import EXIT_CONFIG, add_config_argument, error_line
+from meterpipe.common.process import base_parser, config_error_exit
 
 
 def _secret(value: bytes | None) -> str:
@@ -54,17 +54,13 @@ def summary(config: Config) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``meterpipe check-config [--config FILE]``: validate and summarise; 0 or 2."""
-    parser = argparse.ArgumentParser(
-        prog="meterpipe check-config",
-        description="Validate the meterpipe config file and print a summary (keys never shown).",
-    )
-    add_config_argument(parser)
+    parser = base_parser("meterpipe check-config",
+                         "Validate the meterpipe config file and print a summary (keys never shown).", verbose=False)
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
-        print(error_line(exc), file=sys.stderr, flush=True)
-        return EXIT_CONFIG
+        return config_error_exit(exc)
     for warning in config.warnings:
         print(f"config warning: {warning}", file=sys.stderr)
     for line in summary(config):

@@ -30,7 +30,7 @@ COMMANDS: Mapping[str, Command] = {
     "status": Command("meterpipe.deploy.supervise:status_main",
                       "show the processes of a running pipeline and their state"),
     "stop": Command("meterpipe.deploy.supervise:stop_main",
-                    "stop a pipeline started with 'meterpipe run'"),
+                    "stop a pipeline started with 'meterpipe run' (a demo stops with Ctrl-C)"),
     "tap": Command("meterpipe.publishers.tap:main",
                    "print the readings and status messages as they are published"),
     "decode": Command("meterpipe.decoder.cli:main",
@@ -38,7 +38,7 @@ COMMANDS: Mapping[str, Command] = {
     "simulate": Command("meterpipe.simulator.main:main",
                         "play a simulated meter's pushes onto a serial port or pty"),
     "keys": Command("meterpipe.deploy.keys:main",
-                    "key tools: fingerprints, new keys, CurveZMQ key pairs"),
+                    "CurveZMQ key pairs for readers on other hosts (secret keys never printed)"),
     "check-config": Command("meterpipe.deploy.check_config:main",
                             "validate the config file and summarise it (keys never shown)"),
 }

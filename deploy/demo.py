@@ -26,12 +26,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from meterpipe.common.endpoints import default_endpoints, runtime_dir
+from meterpipe.common.endpoints import default_endpoints, demo_runtime_dir, make_private_dir
 from meterpipe.common.process import EXIT_UNAVAILABLE, StopFlag, load_config_or_exit
 from meterpipe.deploy.programs import programs_conf, section
 from meterpipe.deploy.supervise import (
     already_running,
-    demo_dir,
     running_pid,
     supervisor_env,
     supervisord_command,
@@ -86,7 +85,11 @@ def simulator_programs(rundir: Path, interval: float) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="meterpipe demo", description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="meterpipe demo",
+        description="Run the whole pipeline on two simulated meters (no hardware, no broker) and print "
+        "the readings as they arrive. It runs in a runtime directory of its own, beside any 'meterpipe run'.",
+    )
     parser.add_argument("--seconds", type=float, help="stop after this many seconds (default: until Ctrl-C)")
     parser.add_argument("--data-dir", type=Path, default=Path("meterpipe-demo-data"), help="where the CSV files go")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between pushes of each meter")
@@ -95,7 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.interval < 0.05:
         parser.error("--interval must be at least 0.05 s")
-    rundir = demo_dir(runtime_dir())
+    rundir = demo_runtime_dir()
+    make_private_dir(rundir.parent)  # the main runtime directory is private too
     lock = take_lock(rundir)
     if lock is None:
         print(already_running(running_pid(rundir) or 0, rundir).replace("meterpipe is", "a meterpipe demo is"),

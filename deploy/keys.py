@@ -22,6 +22,8 @@ from pathlib import Path
 
 import zmq.auth
 
+from meterpipe.common.errors import MeterpipeError
+
 SERVER_NAME = "server"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 EXIT_OK = 0
@@ -29,7 +31,7 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 
-class KeyFileError(Exception):
+class KeyFileError(MeterpipeError):
     """Key files could not be written; the message says where and why."""
 
 

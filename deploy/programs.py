@@ -70,6 +70,11 @@ def section(
     )
 
 
+def _section(program: Program, name: str, command: str, *, autostart: bool = True) -> str:
+    return section(name, command, priority=program.priority, startsecs=program.startsecs,
+                   stopwaitsecs=program.stopwaitsecs, autostart=autostart)
+
+
 def _command(program: Program, meter: str | None = None) -> str:
     command = f"%(ENV_METERPIPE_PYTHON)s -m {program.module}"
     if meter is not None:
@@ -89,15 +94,13 @@ def programs_conf(config: Config, *, readers: bool = True, extra: Iterable[str] 
     parts = list(extra)
     reader_names: list[str] = []
     for program in PROGRAMS:
-        timing = {"priority": program.priority, "startsecs": program.startsecs, "stopwaitsecs": program.stopwaitsecs}
         if not program.per_meter:
-            autostart = _enabled(program, config)
-            parts.append(section(program.name, _command(program), autostart=autostart, **timing))
+            parts.append(_section(program, program.name, _command(program), autostart=_enabled(program, config)))
         elif readers:
             for meter in config.meters:
                 name = f"{program.name}-{meter.name}"
                 reader_names.append(name)
-                parts.append(section(name, _command(program, meter.name), **timing))
+                parts.append(_section(program, name, _command(program, meter.name)))
     if reader_names:
         parts.append(f"[group:readers]\nprograms={','.join(reader_names)}\n")
     return "\n".join(parts)

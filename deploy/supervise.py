@@ -13,6 +13,7 @@ same pieces in a runtime directory of its own.
 
 from __future__ import annotations
 
+import argparse
 import errno
 import fcntl
 import importlib.resources
@@ -23,21 +24,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from meterpipe.common.config import Config
-from meterpipe.common.endpoints import make_private_dir, runtime_dir
+from meterpipe.common.endpoints import demo_runtime_dir, make_private_dir, runtime_dir
 from meterpipe.common.process import EXIT_UNAVAILABLE, base_parser, load_config_or_exit
 from meterpipe.deploy.programs import programs_conf
 
 LOCK_NAME = "meterpipe.lock"
-DEMO_DIR = "demo"  # the demo's runtime directory, inside the main one
 
 
 def supervisord_conf() -> Path:
     """deploy/supervisord.conf as installed with the package."""
     return Path(str(importlib.resources.files("meterpipe.deploy").joinpath("supervisord.conf")))
-
-
-def demo_dir(rundir: Path | None = None) -> Path:
-    return (runtime_dir(create=False) if rundir is None else rundir) / DEMO_DIR
 
 
 def supervisor_env(
@@ -141,7 +137,7 @@ def run_main(argv: Sequence[str] | None = None) -> int:
 
 def _not_running(rundir: Path) -> str:
     line = f"meterpipe is not running (no supervisord holds {rundir / LOCK_NAME}); start it with 'meterpipe run'"
-    demo = demo_dir(rundir)
+    demo = demo_runtime_dir()
     pid = running_pid(demo)
     if pid is not None:
         line += f"\na meterpipe demo is running (supervisord pid {pid or 'starting'}, runtime directory {demo})"
@@ -150,7 +146,8 @@ def _not_running(rundir: Path) -> str:
 
 def status_main(argv: Sequence[str] | None = None) -> int:
     """Print every process's state; exit 0 when all enabled ones run, 3 otherwise."""
-    base_parser("meterpipe status", "Show the state of every meterpipe process.", verbose=False).parse_args(argv)
+    argparse.ArgumentParser(prog="meterpipe status", description="Show the state of every process of "
+                            "'meterpipe run' (exit 0 when every enabled one runs).").parse_args(argv)
     rundir = runtime_dir(create=False)
     if running_pid(rundir) is None:
         print(_not_running(rundir))
@@ -164,7 +161,7 @@ def status_main(argv: Sequence[str] | None = None) -> int:
 
 
 def stop_main(argv: Sequence[str] | None = None) -> int:
-    base_parser("meterpipe stop", "Stop a running 'meterpipe run'.", verbose=False).parse_args(argv)
+    argparse.ArgumentParser(prog="meterpipe stop", description="Stop a running 'meterpipe run'.").parse_args(argv)
     rundir = runtime_dir(create=False)
     if running_pid(rundir) is None:
         print(_not_running(rundir))

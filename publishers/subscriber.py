@@ -36,7 +36,7 @@ from meterpipe.common.config import Config
 from meterpipe.common.errors import ConfigError, SchemaError
 from meterpipe.common.endpoints import replay_endpoint
 from meterpipe.common.logs import setup_logging
-from meterpipe.common.process import POLL_MS, StopFlag, base_parser, load_config_or_exit
+from meterpipe.common.process import POLL_MS, StopFlag, base_parser, config_error_exit, load_config_or_exit
 from meterpipe.common.schema import (
     READING_TOPIC,
     STATUS_TOPIC,
@@ -285,9 +285,8 @@ def serve(
         return 0
     try:
         handler, close = build(config)
-    except ConfigError as exc:
-        log.error("%s: config error: %s", prog, exc)
-        return 2
+    except ConfigError as exc:  # a setting only the publisher itself can check (a spool path, ...)
+        return config_error_exit(exc)
     try:
         stats = run_subscriber(config.endpoints.readings, handler, stop)
     finally:

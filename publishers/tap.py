@@ -5,15 +5,15 @@
 
 With no options it finds the running pipeline's readings socket: the config
 file's endpoint when one is found ($METERPIPE_CONFIG or ./meterpipe.toml), else
-the default endpoint in the runtime directory, which ``meterpipe demo`` uses.
-By default it prints a readable table per push; ``--json`` prints one JSON
-object per push (the shape of ``readings_json``). ZeroMQ PUB/SUB: a tap sees
-only what is published after it connected.
+the default endpoint in the runtime directory, else (when only ``meterpipe
+demo`` runs) the demo's. By default it prints a readable table per push and per
+status message (``--topic status/``); ``--json`` prints one JSON object per
+message (the shape of ``readings_json``). ZeroMQ PUB/SUB: a tap sees only what
+is published after it connected; status comes every 10 s and on each new error.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import TextIO
 
 from meterpipe.common.config import CONFIG_ENV
-from meterpipe.common.endpoints import default_endpoints
+from meterpipe.common.endpoints import READINGS_NAME, default_endpoints, demo_runtime_dir, ipc_path
 from meterpipe.common.errors import ConfigError
 from meterpipe.common.schema import ReadingsMessage, Status, reading_topic, readings_json, status_topic
-from meterpipe.common.process import StopFlag
+from meterpipe.common.process import StopFlag, base_parser, config_error_exit
 from meterpipe.publishers.subscriber import Handler, run_subscriber
 
 
@@ -39,7 +39,16 @@ def find_endpoint(endpoint: str | None, config: str | None) -> str:
         from meterpipe.common.config import load_config
 
         return load_config(path).endpoints.readings
-    return default_endpoints(create=False).readings
+    readings = default_endpoints(create=False).readings
+    demo = f"ipc://{demo_runtime_dir() / READINGS_NAME}"
+    if not _socket_exists(readings) and _socket_exists(demo):
+        return demo
+    return readings
+
+
+def _socket_exists(endpoint: str) -> bool:
+    path = ipc_path(endpoint)
+    return path is not None and path.exists()
 
 
 def format_table(msg: ReadingsMessage) -> str:
@@ -51,6 +60,33 @@ def format_table(msg: ReadingsMessage) -> str:
     lines = [head]
     for r in p.readings:
         lines.append(f"  {r.name:<{width}}  {r.text():>18} {r.unit or ''}".rstrip() + f"   {r.obis}")
+    return "\n".join(lines)
+
+
+# Counter names as a person reads them, in the order the pipeline meets them.
+_COUNTER_LABELS = (
+    ("bytes", "bytes"), ("frames_ok", "frames ok"), ("pushes_out", "pushes out"),
+    ("checksum_errors", "checksum"), ("truncated_errors", "truncated"), ("sequence_errors", "sequence"),
+    ("decrypt_errors", "decrypt"), ("auth_errors", "auth"), ("replay_errors", "replay"),
+    ("unsupported", "unsupported"), ("reader_dropped", "dropped by reader"), ("frame_gaps", "frames lost"),
+)
+
+
+def format_status(status: Status) -> str:
+    """A status message as a few readable lines: counters, the last push, the last error."""
+    sent = datetime.fromtimestamp(status.sent_ns / 1e9, timezone.utc).strftime("%H:%M:%S")
+    if status.last_push_ns is None:
+        last = "no push decoded yet"
+    else:
+        last = f"last push {max(0, status.sent_ns - status.last_push_ns) / 1e9:.0f} s ago"
+    counters = dict(status.counters)
+    flow = [f"{label} {counters.pop(name)}" for name, label in _COUNTER_LABELS[:3] if name in counters]
+    errors = [f"{label} {value}" for name, label in _COUNTER_LABELS[3:] if (value := counters.pop(name, 0))]
+    errors += [f"{name} {value}" for name, value in sorted(counters.items()) if value]  # newer decoders may add some
+    lines = [f"{status.meter}  status at {sent}Z  {last}", "  " + "  ".join(flow)]
+    lines.append("  errors: " + ("  ".join(errors) if errors else "none"))
+    error = f"{status.last_error_kind or 'error'}: {status.last_error}" if status.last_error else "none"
+    lines.append(f"  last error: {error}")
     return "\n".join(lines)
 
 
@@ -79,19 +115,20 @@ class TapHandler(Handler):
         if not status_topic(status.meter).startswith(self._prefix):
             return
         if self._json:
-            record = {"status": status.meter, "counters": dict(status.counters), "last_error": status.last_error}
+            record = {"status": status.meter, "counters": dict(status.counters), "last_error": status.last_error,
+                      "last_error_kind": status.last_error_kind}
             self._out.write(json.dumps(record) + "\n")
-        elif status.last_error:
-            self._out.write(f"{status.meter}  status: {status.last_error}\n\n")
+        else:
+            self._out.write(format_status(status) + "\n\n")
         self._out.flush()
 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="meterpipe tap", description="Print readings as the decoder publishes them.")
+    parser = base_parser("meterpipe tap", "Print readings and status messages as the decoder publishes them.",
+                         verbose=False)
     parser.add_argument("--topic", default="reading/", help="topic prefix: reading/, reading/house, status/ or '' for all")
     parser.add_argument("--json", action="store_true", help="one JSON object per push")
-    parser.add_argument("--config", metavar="FILE", help="take the readings endpoint from this config")
     parser.add_argument("--endpoint", help="readings endpoint, e.g. ipc:///run/meterpipe/readings")
     parser.add_argument("--count", type=int, help="exit after N pushes")
     parser.add_argument("--seconds", type=float, help="exit after S seconds")
@@ -99,8 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         endpoint = find_endpoint(args.endpoint, args.config)
     except ConfigError as exc:
-        print(f"meterpipe tap: config error: {exc}", file=sys.stderr)
-        return 2
+        return config_error_exit(exc)
     stop = StopFlag().install()
     if args.seconds:
         import signal

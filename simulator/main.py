@@ -1,250 +1,36 @@
-"""A simulated smart meter: ``meterpipe simulate`` and the sans-IO :class:`MeterSimulator`.
+"""``meterpipe simulate``: a simulated smart meter on a pty or a serial port.
 
-:class:`MeterSimulator` has no clock, port or logging inside: the caller passes
-the time of each push and gets back the bytes a real meter of that model would
-write to its customer interface, with the values a decoder must report.
-
-The command writes those pushes to a serial port (``--port``, any
-``serial_for_url`` URL) or to a pseudo-terminal it opens and names on stdout,
-so a reader can be pointed at it as at a real meter::
+The command writes the pushes of a :class:`~meterpipe.simulator.meter.MeterSimulator`
+(or a ``--replay`` capture) to a serial port (``--port``, any ``serial_for_url``
+URL) or to a pseudo-terminal it opens and names on stdout, so a reader can be
+pointed at it as at a real meter::
 
     $ meterpipe simulate --model e450 --link /tmp/meter0
     simulated e450 on /dev/pts/7
+
+This module only reads the command line; the meter is
+:mod:`~meterpipe.simulator.meter`, the ports and the clock
+:mod:`~meterpipe.simulator.sinks`.
 """
 
 from __future__ import annotations
 
 import argparse
 import binascii
-import fcntl
-import json
-import logging
-import os
-import random
 import sys
-import termios
-import time
-import tty
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
 from pathlib import Path
-from typing import IO, Any, Final, Protocol
+from typing import IO, Final
 
 from meterpipe.common import config_fields
 from meterpipe.common.errors import ConfigError
 from meterpipe.common.logs import setup_logging
-from meterpipe.common.process import StopFlag
-from meterpipe.common.values import decimal_text
-from meterpipe.decoder.security import SC_AUTHENTICATED, SC_ENCRYPTED, encrypt
-from meterpipe.simulator import encoding as enc
-from meterpipe.simulator.models import (
-    ENERGIES,
-    MODELS,
-    TEXTS,
-    LoadCurve,
-    Sample,
-    encode_frames,
-    encode_notification,
-    scale,
-)
+from meterpipe.common.process import EXIT_CONFIG, EXIT_OK, StopFlag
+from meterpipe.simulator.meter import Meter, MeterSimulator, ReplayMeter
+from meterpipe.simulator.models import MODELS
+from meterpipe.simulator.sinks import PtySink, SerialSink, Sink, make_link, transmit
 
-log = logging.getLogger(__name__)
-
-KEY_BYTES: Final = 16
-_MS_PER_HOUR: Final = 3_600_000
-_SLEEP_STEP_S: Final = 0.05
 MIN_INTERVAL_S: Final = 0.05
-
-Value = tuple[int | str, int, str | None]
-
-
-@dataclass(frozen=True, slots=True)
-class SimulatedPush:
-    """One push: the bytes on the line and what a decoder must make of them."""
-
-    data: bytes
-    frames: tuple[bytes, ...]
-    values: dict[str, Value]
-    meter_id: str
-    time: datetime
-    invocation_counter: int | None
-
-
-class MeterSimulator:
-    """Pushes of one simulated meter, deterministic for a given seed and times."""
-
-    def __init__(
-        self,
-        model: str,
-        *,
-        key: bytes | None = None,
-        auth_key: bytes | None = None,
-        seed: int = 0,
-        serial: str | None = None,
-        start_energy_wh: int | None = None,
-    ) -> None:
-        spec = MODELS.get(model)
-        if spec is None:
-            raise ValueError(f"unknown meter model {model!r}: choose one of {', '.join(MODELS)}")
-        for name, k in (("key", key), ("auth_key", auth_key)):
-            if k is not None and len(k) != KEY_BYTES:
-                raise ValueError(f"{name} must be {KEY_BYTES} bytes")
-        if auth_key is not None and key is None:
-            raise ValueError("an authentication key needs an encryption key too")
-        if serial is not None and not (0 < len(serial) <= 32 and serial.isascii() and serial.isprintable()):
-            raise ValueError("serial must be 1-32 printable ASCII characters")
-        if start_energy_wh is not None and start_energy_wh < 0:
-            raise ValueError("start_energy_wh must not be negative")
-        self.spec = spec
-        self._key = key
-        self._auth_key = auth_key
-        self.security: int | None = None
-        if key is not None:
-            self.security = SC_ENCRYPTED | (SC_AUTHENTICATED if auth_key is not None else 0)
-        rng = random.Random(f"meterpipe-simulator:{model}:{seed}")
-        digits = "".join(str(rng.randrange(10)) for _ in range(spec.id_digits))
-        self.meter_id = serial if serial is not None else spec.id_prefix + digits
-        self.serial_number = str(rng.randint(1_000_000, 9_999_999))
-        tail = "".join(c for c in self.meter_id if c.isdigit())[-9:] or "0"
-        self.system_title = spec.title_prefix + (int(tail) % 2**32).to_bytes(4, "big")
-        self._curve = LoadCurve(rng)
-        start = start_energy_wh if start_energy_wh is not None else rng.randint(50_000, 20_000_000)
-        exported = start // 4 if self._curve.pv_peak_w else 0
-        # Energy accumulators in W*ms: exact integers, registers never go back.
-        self._acc = {"ai": start, "ae": exported, "ri": start // 7, "re": start // 3}
-        self._acc = {q: wh * _MS_PER_HOUR for q, wh in self._acc.items()}
-        self._noise = random.Random(rng.getrandbits(64))
-        self._invoke_id = 0 if spec.invoke_id_fixed else rng.randrange(1, 1 << 24)
-        self._ic: int | None = rng.randrange(1, 1 << 22) if key is not None else None
-        self._last: tuple[datetime, Sample] | None = None
-
-    @property
-    def invocation_counter(self) -> int | None:
-        """The counter the next ciphered push will carry (None when unencrypted)."""
-        return self._ic
-
-    def _integrate(self, now: datetime, sample: Sample) -> None:
-        if self._last is None:
-            return
-        then, before = self._last
-        elapsed_ms = max((now - then) // timedelta(milliseconds=1), 0)
-        powers = {"ai": "pi", "ae": "pe", "ri": "qi", "re": "qe"}
-        for energy, power in powers.items():
-            mean_w = (before.base_value(power) + sample.base_value(power)) // 2
-            self._acc[energy] += mean_w * elapsed_ms
-
-    def push(self, now: datetime) -> SimulatedPush:
-        """The push the meter sends at meter time ``now`` (naive: local wall clock)."""
-        spec = self.spec
-        now = now.replace(microsecond=0)
-        sample = self._curve.sample(now, self._noise)
-        self._integrate(now, sample)
-        self._last = (now, sample)
-        texts = {"meter_id": self.meter_id, "serial": self.serial_number, "meter_type": spec.meter_type}
-        registers: dict[str, int] = {}
-        values: dict[str, Value] = {}
-        if spec.list_id:
-            values[spec.list_id_obis] = (spec.list_id, 0, None)
-        for f in spec.readings():
-            if f.quantity in TEXTS:
-                values[f.obis] = (texts[f.quantity], 0, None)
-                continue
-            if f.quantity in ENERGIES:
-                base = self._acc[f.quantity] // _MS_PER_HOUR
-            else:
-                base = sample.base_value(f.quantity)
-            registers[f.quantity] = scale(base, f.quantity, f.exponent)
-            values[f.obis] = (registers[f.quantity], f.exponent, f.unit)
-        if spec.clock_deviation:
-            clock = enc.cosem_datetime(now, deviation=None)
-        else:
-            clock = enc.cosem_datetime(now, status=0)
-        apdu = encode_notification(
-            spec, invoke_id=self._invoke_id, clock=clock, texts=texts, registers=registers
-        )
-        if not spec.invoke_id_fixed:
-            self._invoke_id = (self._invoke_id + 1) % (1 << 24)
-        ic = self._ic
-        if ic is not None and self._key is not None and self.security is not None:
-            apdu = encrypt(
-                apdu,
-                system_title=self.system_title,
-                invocation_counter=ic,
-                key=self._key,
-                auth_key=self._auth_key,
-                security=self.security,
-            )
-            self._ic = (ic + 1) % (1 << 32)
-        frames = tuple(encode_frames(spec, apdu))
-        return SimulatedPush(
-            data=b"".join(frames),
-            frames=frames,
-            values=values,
-            meter_id=self.meter_id,
-            time=now,
-            invocation_counter=ic,
-        )
-
-
-# --- the command ----------------------------------------------------------------
-
-
-class _Sink(Protocol):
-    def write(self, data: bytes) -> int: ...
-    def close(self) -> None: ...
-
-
-class PtySink:
-    """The master side of a pty in raw mode; writes never block (what does not fit is dropped)."""
-
-    def __init__(self) -> None:
-        self._master, self._slave = os.openpty()
-        tty.setraw(self._slave)
-        flags = fcntl.fcntl(self._master, fcntl.F_GETFL)
-        fcntl.fcntl(self._master, fcntl.F_SETFL, flags | os.O_NONBLOCK)
-        self.path = os.ttyname(self._slave)
-
-    def write(self, data: bytes) -> int:
-        try:
-            return os.write(self._master, data)
-        except BlockingIOError:
-            return 0
-
-    def pending(self) -> int:
-        """Bytes written but not yet read by whoever has the pty open."""
-        buf = fcntl.ioctl(self._slave, termios.FIONREAD, b"\0\0\0\0")
-        return int.from_bytes(buf, sys.byteorder)
-
-    def drain(self, timeout_s: float = 2.0) -> None:
-        """Give a reader up to ``timeout_s`` to take what was written (closing drops it)."""
-        deadline = time.monotonic() + timeout_s
-        time.sleep(0.2)  # the kernel hands written bytes to the reader side asynchronously
-        while self.pending() and time.monotonic() < deadline:
-            time.sleep(0.02)
-
-    def close(self) -> None:
-        os.close(self._master)
-        os.close(self._slave)
-
-
-class SerialSink:
-    """A port opened with ``serial.serial_for_url``; a write that times out is dropped."""
-
-    def __init__(self, url: str, baudrate: int) -> None:
-        import serial  # the pty path needs no pyserial
-
-        self._serial_error: type[Exception] = serial.SerialException
-        self._port: Any = serial.serial_for_url(url, baudrate=baudrate, write_timeout=1.0)
-
-    def write(self, data: bytes) -> int:
-        try:
-            return int(self._port.write(data) or 0)
-        except self._serial_error:
-            return 0
-
-    def close(self) -> None:
-        self._port.close()
 
 
 def _read_key_file(path: str | None, option: str) -> str | None:
@@ -278,26 +64,6 @@ def read_capture(path: Path) -> bytes:
     return raw
 
 
-def _record_line(model: str, seq: int, push: SimulatedPush) -> str:
-    values: dict[str, dict[str, Any]] = {}
-    for obis, (value, exponent, unit) in push.values.items():
-        shown: int | str = value
-        if isinstance(value, int):
-            shown = decimal_text(value, exponent) if exponent < 0 else value * 10**exponent
-        values[obis] = {"value": shown, "unit": unit}
-    return json.dumps(
-        {
-            "model": model,
-            "seq": seq,
-            "meter_id": push.meter_id,
-            "time": push.time.isoformat(),
-            "invocation_counter": push.invocation_counter,
-            "values": values,
-            "hex": push.data.hex(),
-        }
-    )
-
-
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="meterpipe simulate", description="Simulate a smart meter's push interface.")
     p.add_argument("--model", choices=sorted(MODELS), help="meter model to simulate")
@@ -319,66 +85,28 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _make_link(link: Path, target: str) -> None:
-    if link.is_dir() and not link.is_symlink():
-        raise SystemExit(f"error: --link: {link} is a directory")
-    tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
-    os.symlink(target, tmp)
-    os.replace(tmp, link)
-
-
-def _write(sink: _Sink, frames: Sequence[bytes], pace_bps: int | None, stop: StopFlag) -> int:
-    """Write the frames; return the number of bytes that could not be written."""
-    dropped = 0
-    for frame in frames:
-        written = sink.write(frame)
-        dropped += len(frame) - written
-        if pace_bps:
-            time.sleep(len(frame) * 10 / pace_bps)
-        if stop.requested:
-            break
-    return dropped
-
-
-def _run(args: argparse.Namespace, sink: _Sink, stop: StopFlag, record: IO[str] | None) -> None:
-    sim = None
-    replay = b""
+def _run(args: argparse.Namespace, sink: Sink, stop: StopFlag, record: IO[str] | None) -> None:
+    meter: Meter
     if args.replay is not None:
-        replay = read_capture(args.replay)
+        meter = ReplayMeter(read_capture(args.replay))
     else:
-        sim = MeterSimulator(
+        meter = MeterSimulator(
             args.model,
             key=_parse_key(args.key, "--key"),
             auth_key=_parse_key(args.auth_key, "--auth-key"),
             seed=args.seed,
             serial=args.serial,
         )
-    interval = args.interval if args.interval is not None else MODELS[args.model or "e450"].interval_s
-    pace = args.baudrate if args.pace else None
-    label = args.model or "replay"
-    seq = dropped = 0
-    deadline = time.monotonic()
-    while not stop.requested and (args.count is None or seq < args.count):
-        now = datetime.now().astimezone()
-        if sim is not None:
-            push = sim.push(now)
-        else:
-            push = SimulatedPush(replay, (replay,), {}, "", now.replace(microsecond=0), None)
-        seq += 1
-        lost = _write(sink, push.frames, pace, stop)
-        if lost:
-            dropped += lost
-            log.warning("%s: %d bytes not written (nobody reading?), %d dropped so far", label, lost, dropped)
-        log.debug("%s push %d: %d bytes", label, seq, len(push.data))
-        if record is not None:
-            record.write(_record_line(label, seq, push) + "\n")
-            record.flush()
-        if args.count is not None and seq >= args.count:
-            break
-        deadline += interval
-        while not stop.requested and (remaining := deadline - time.monotonic()) > 0:
-            time.sleep(min(remaining, _SLEEP_STEP_S))
-    log.info("%s: stopped after %d pushes, %d bytes dropped", label, seq, dropped)
+    transmit(
+        meter,
+        sink,
+        stop,
+        label=args.model or "replay",
+        interval_s=args.interval if args.interval is not None else MODELS[args.model or "e450"].interval_s,
+        count=args.count,
+        pace_bps=args.baudrate if args.pace else None,
+        record=record,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -408,9 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SystemExit(f"error: --replay: no such file {args.replay}")
     except SystemExit as exc:
         print(exc.code, file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     stop = StopFlag().install()
-    sink: _Sink
+    sink: Sink
     link: Path | None = None
     try:
         if args.port:
@@ -420,15 +148,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             pty_sink = PtySink()
             sink = pty_sink
             if args.link is not None:
-                _make_link(args.link, pty_sink.path)
+                make_link(args.link, pty_sink.path)
                 link = args.link
             print(f"simulated {args.model or 'replay'} on {pty_sink.path}", flush=True)
-    except (OSError, SystemExit) as exc:
+    except OSError as exc:
         print(f"error: {'--port' if args.port else '--link'}: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     try:
         if args.record is not None:
-            with args.record.open("a", encoding="utf-8") as record:
+            try:
+                record = args.record.open("a", encoding="utf-8")
+            except OSError as exc:
+                print(f"error: --record: {exc}", file=sys.stderr)
+                return EXIT_CONFIG
+            with record:
                 _run(args, sink, stop, record)
         else:
             _run(args, sink, stop, None)
@@ -438,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if link is not None and link.is_symlink():
             link.unlink()
         sink.close()
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""What each simulated meter model pushes, and a plausible household load curve.
+"""The simulated meter models: what each one pushes, and how.
 
 A :class:`ModelSpec` holds a model's real push layout (the objects in the order
 the meter sends them, their A-XDR types and the scalers the meter uses) and its
@@ -13,21 +13,15 @@ The layouts follow real captures in the shared corpus:
 * ``omnipower`` Kamstrup Omnipower: list ``Kamstrup_V0001`` as in
   ``ams-kamstrup-no-em001-1``, ciphered like ``dlmsp-kamstrup-omnipower-enc``.
 
-:class:`LoadCurve` draws the measured quantities; all randomness comes from a
-``random.Random`` the caller seeds, so a simulation is reproducible.
+Tables only: the values come from :mod:`meterpipe.simulator.loadcurve`, the
+bytes from :mod:`meterpipe.simulator.meter`.
 """
 
 from __future__ import annotations
 
-import math
-import random
-from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from types import MappingProxyType
 from typing import Final, Literal
-
-from meterpipe.common.link import build as link_build
-from meterpipe.simulator import encoding as enc
 
 # Quantities a field can carry, and the base unit exponent the load curve
 # delivers them in: energies Wh and powers W (10**0), voltages dV (10**-1),
@@ -36,16 +30,16 @@ ENERGIES: Final = frozenset({"ai", "ae", "ri", "re"})
 POWERS: Final = frozenset({"pi", "pe", "qi", "qe"})
 VOLTAGES: Final = ("v1", "v2", "v3")
 CURRENTS: Final = ("i1", "i2", "i3")
-BASE_EXPONENT: Final = {
+BASE_EXPONENT: Final = MappingProxyType({
     **{q: 0 for q in ENERGIES | POWERS},
     **{q: -1 for q in VOLTAGES},
     **{q: -3 for q in CURRENTS},
-}
-UNITS: Final = {
+})
+UNITS: Final = MappingProxyType({
     "ai": "Wh", "ae": "Wh", "ri": "varh", "re": "varh",
     "pi": "W", "pe": "W", "qi": "var", "qe": "var",
     "v1": "V", "v2": "V", "v3": "V", "i1": "A", "i2": "A", "i3": "A",
-}  # fmt: skip
+})  # fmt: skip
 # Quantities that are not readings: the push setup's own list and name, the clock.
 STRUCTURAL: Final = frozenset({"push_list", "push_name", "clock"})
 TEXTS: Final = frozenset({"meter_id", "serial", "meter_type"})
@@ -238,180 +232,4 @@ OMNIPOWER: Final = ModelSpec(
     default_security_with_key=0x30,
 )
 
-MODELS: Final = {m.name: m for m in (E450, E570, E360, AM550, OMNIPOWER)}
-
-
-# --- the load curve -----------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Sample:
-    """The instantaneous quantities of one push, in base units (W, var, dV, mA)."""
-
-    active_import_w: int
-    active_export_w: int
-    reactive_import_var: int
-    reactive_export_var: int
-    voltage_dv: tuple[int, int, int]
-    current_ma: tuple[int, int, int]
-
-    def base_value(self, quantity: str) -> int:
-        if quantity in VOLTAGES:
-            return self.voltage_dv[VOLTAGES.index(quantity)]
-        if quantity in CURRENTS:
-            return self.current_ma[CURRENTS.index(quantity)]
-        return {
-            "pi": self.active_import_w,
-            "pe": self.active_export_w,
-            "qi": self.reactive_import_var,
-            "qe": self.reactive_export_var,
-        }[quantity]
-
-
-def _bump(hour: float, centre: float, width: float) -> float:
-    return math.exp(-(((hour - centre) / width) ** 2))
-
-
-class LoadCurve:
-    """A household on three phases: base load, morning/noon/evening peaks, maybe PV.
-
-    Deterministic: the parameters are drawn once from ``rng``, the noise of each
-    sample from the generator passed to :meth:`sample`.
-    """
-
-    def __init__(self, rng: random.Random) -> None:
-        self.base_w = rng.uniform(120.0, 320.0)
-        self.peak_w = rng.uniform(1500.0, 3500.0)
-        self.pv_peak_w = rng.choice((0.0, rng.uniform(2500.0, 7000.0)))
-        shares = [rng.uniform(0.6, 1.4) for _ in range(3)]
-        self.shares = tuple(s / sum(shares) for s in shares)
-        self.nominal_dv = tuple(rng.randint(2290, 2345) for _ in range(3))
-        self.power_factor = rng.uniform(0.90, 0.98)
-
-    def household_w(self, hour: float) -> float:
-        return self.base_w + self.peak_w * (
-            0.55 * _bump(hour, 7.3, 0.9) + 0.35 * _bump(hour, 12.2, 1.0) + 1.0 * _bump(hour, 19.0, 1.6)
-        )
-
-    def pv_w(self, hour: float, cloud: float) -> float:
-        if not 6.0 < hour < 20.0:
-            return 0.0
-        return self.pv_peak_w * math.sin(math.pi * (hour - 6.0) / 14.0) ** 2 * cloud
-
-    def sample(self, now: datetime, noise: random.Random) -> Sample:
-        hour = now.hour + now.minute / 60 + now.second / 3600
-        load = self.household_w(hour) * noise.lognormvariate(0.0, 0.12)
-        if noise.random() < 0.04:  # a kettle, an oven, a heat pump starting
-            load += noise.uniform(800.0, 2500.0)
-        pv = self.pv_w(hour, noise.uniform(0.55, 1.0))
-        net_phase = [load * s - pv / 3 for s in self.shares]
-        volts_dv = []
-        amps_ma = []
-        for nominal, net in zip(self.nominal_dv, net_phase):
-            dv = nominal + noise.gauss(0.0, 6.0) - 0.004 * net  # ~0.4 ohm line drop
-            dv = min(max(dv, 2070.0), 2530.0)
-            volts_dv.append(round(dv))
-            amps_ma.append(round(abs(net) / (dv / 10) / self.power_factor * 1000))
-        total = sum(net_phase)
-        tan_phi = math.tan(math.acos(self.power_factor))
-        reactive = abs(total) * tan_phi
-        return Sample(
-            active_import_w=round(max(total, 0.0)),
-            active_export_w=round(max(-total, 0.0)),
-            reactive_import_var=round(reactive if total > 0 else 0.0),
-            reactive_export_var=round(reactive if total <= 0 else 0.0),
-            voltage_dv=(volts_dv[0], volts_dv[1], volts_dv[2]),
-            current_ma=(amps_ma[0], amps_ma[1], amps_ma[2]),
-        )
-
-
-def scale(base: int, quantity: str, exponent: int) -> int:
-    """A base-unit value as the register of a field with decimal ``exponent``.
-
-    Energies are truncated (a meter's register shows what has been completed),
-    the rest rounded half up.
-    """
-    shift = exponent - BASE_EXPONENT[quantity]
-    if shift <= 0:
-        return base * int(10**-shift)
-    div = int(10**shift)
-    if quantity in ENERGIES:
-        return base // div
-    return (base * 2 + div) // (2 * div)
-
-
-# --- encoding a push ------------------------------------------------------------
-
-
-def _capture_definition(f: Field) -> bytes:
-    return enc.structure(
-        [enc.u16(f.class_id), enc.octet_string(enc.obis_bytes(f.obis)), enc.i8(f.attribute), enc.u16(0)]
-    )
-
-
-def _value(f: Field, clock: bytes, texts: Mapping[str, str], registers: Mapping[str, int]) -> bytes:
-    if f.quantity == "clock":
-        return enc.octet_string(clock)
-    if f.quantity == "push_name":
-        return enc.octet_string(enc.obis_bytes(f.obis))
-    if f.quantity in TEXTS:
-        text = texts[f.quantity]
-        return enc.visible_string(text) if f.tag == 0x0A else enc.octet_string(text.encode("ascii"))
-    return enc.integer(f.tag, registers[f.quantity])
-
-
-def encode_notification(
-    spec: ModelSpec,
-    *,
-    invoke_id: int,
-    clock: bytes,
-    texts: Mapping[str, str],
-    registers: Mapping[str, int],
-    object_clock: bytes | None = None,
-) -> bytes:
-    """The plaintext DataNotification APDU of one push, in the model's real layout.
-
-    ``clock`` is the 12-byte COSEM date-time (the notification's and, where the
-    list carries one, the clock object's); ``texts`` maps ``meter_id``/``serial``/
-    ``meter_type`` to their text; ``registers`` the numeric quantities to the
-    register values as sent (already scaled). ``object_clock`` is the value of
-    the clock object when it differs from the notification's date-time.
-    """
-    value_clock = clock if object_clock is None else object_clock
-    if spec.layout == "kamstrup":
-        items = [enc.visible_string(spec.list_id)]
-        for f in spec.fields:
-            items += [enc.octet_string(enc.obis_bytes(f.obis)), _value(f, value_clock, texts, registers)]
-        return enc.data_notification(invoke_id, clock, enc.structure(items))
-    definitions = enc.array([_capture_definition(f) for f in spec.fields])
-    values = [
-        definitions if f.quantity == "push_list" else _value(f, value_clock, texts, registers)
-        for f in spec.fields
-    ]
-    return enc.data_notification(invoke_id, clock, enc.structure(values))
-
-
-def encode_frames(spec: ModelSpec, apdu: bytes) -> list[bytes]:
-    """The link-layer frames the model sends an APDU (plain or ciphered) in."""
-    if spec.link == "gbt":
-        return enc.hdlc_gbt_frames(
-            apdu,
-            destination=spec.destination,
-            source=spec.source,
-            block_sizes=spec.block_sizes,
-            control=spec.control,
-        )
-    if spec.link == "segmented":
-        return link_build.hdlc_segments(
-            apdu,
-            destination=spec.destination,
-            source=spec.source,
-            max_info=spec.segment_info,
-            control=spec.control,
-            segment_control=spec.segment_control,
-        )
-    return [
-        link_build.hdlc_frame(
-            link_build.LLC_HEADER + apdu, destination=spec.destination, source=spec.source, control=spec.control
-        )
-    ]
+MODELS: Final = MappingProxyType({m.name: m for m in (E450, E570, E360, AM550, OMNIPOWER)})

@@ -29,7 +29,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from meterpipe.common.config import MqttConfig
+from meterpipe.common.publisher_config import MqttConfig
 from meterpipe.common.errors import ConfigError
 from meterpipe.publishers.mqtt.spool import Spool
 

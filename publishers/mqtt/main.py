@@ -23,7 +23,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from meterpipe.common.config import Config, MqttConfig
+from meterpipe.common.config import Config
+from meterpipe.common.publisher_config import MqttConfig
 from meterpipe.common.schema import ReadingsMessage, Status
 from meterpipe.publishers.mqtt import discovery
 from meterpipe.publishers.mqtt.layout import (

@@ -80,5 +80,6 @@ def test_frames_from_two_meters_come_out_as_readings_and_status() -> None:
     statuses = [decode_status(p) for t, p in got if t == b"status/flat"]
     last = statuses[-1]
     assert last.counters["checksum_errors"] == 1 and last.counters["pushes_out"] == 1
+    assert last.counters["frames_ok"] == 1  # the good Kamstrup frame; the corrupted one is not ok
     assert last.last_error_kind == "checksum"
     assert k2 is not None and k2.hex() not in (last.last_error or "").lower()

@@ -38,3 +38,15 @@ def test_a_meter_that_never_sends_or_stops_sending_is_reported_stale() -> None:
     assert back is not None and back.last_error is None
     later = st.due(40 * S)
     assert later is not None and later.last_error_kind == "stale"
+
+
+def test_last_error_holds_the_message_and_the_kind_travels_beside_it() -> None:
+    """A consumer that shows "<kind>: <message>" never doubles the kind (issue 9: "stale: stale: ...")."""
+    st = MeterStatus("house", push_interval_ns=5 * S, started_ns=0)
+    quiet = st.due(16 * S)
+    assert quiet is not None and quiet.last_error_kind == "stale"
+    assert quiet.last_error is not None and not quiet.last_error.startswith("stale")
+    st.push(17 * S)
+    st.error(ChecksumError("HDLC frame check sequence (FCS) mismatch"))
+    bad = st.due(17 * S)
+    assert bad is not None and bad.last_error == "HDLC frame check sequence (FCS) mismatch"

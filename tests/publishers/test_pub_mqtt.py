@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from meterpipe.common.config import MqttConfig
+from meterpipe.common.publisher_config import MqttConfig
 from meterpipe.publishers.mqtt.link import LOGIN_REFUSED, MqttLink
 from meterpipe.publishers.mqtt.spool import Spool
 from tests.publishers.conftest import Feeder, make_msg, needs_mosquitto, spawn, wait_for, write_config

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from meterpipe.common.config import MqttConfig
+from meterpipe.common.publisher_config import MqttConfig
 from meterpipe.common.values import Reading
 from meterpipe.publishers.mqtt import discovery
 from meterpipe.publishers.mqtt.layout import OutMessage, meterpipe_messages, sdc_messages

@@ -145,7 +145,7 @@ def test_garbage_between_valid_frames_on_a_pty_through_reader_and_decoder(rundir
     from meterpipe.decoder.service import DecoderService
     from meterpipe.reader.port import open_serial
     from meterpipe.reader.service import ReaderService, connect_frames_socket
-    from meterpipe.simulator.main import MeterSimulator
+    from meterpipe.simulator.meter import MeterSimulator
 
     from tests.integration.harness import _comparable, as_values
 

@@ -33,7 +33,7 @@ from meterpipe.common.errors import ConfigError
 from meterpipe.deploy.keys import key_pair
 from meterpipe.common.schema import Frame, LinkLayer, decode_frame, encode_frame
 from meterpipe.reader.service import connect_frames_socket
-from meterpipe.simulator.main import MeterSimulator
+from meterpipe.simulator.meter import MeterSimulator
 from tests.integration.harness import Collector
 from tests.support import free_port
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from meterpipe.simulator.main import MeterSimulator
+from meterpipe.simulator.meter import MeterSimulator
 from tests.integration.harness import SimMeter, write_config
 from tests.support import Supervisor
 

@@ -14,7 +14,8 @@ from meterpipe.common.link.frames import NEED_DATA, Framer, LinkFrame, parse_hdl
 from meterpipe.decoder.security import decrypt, encrypt, parse_ciphered
 from meterpipe.common.link import build as link_build
 from meterpipe.simulator import encoding as enc
-from meterpipe.simulator.models import MODELS, encode_frames, encode_notification
+from meterpipe.simulator.meter import encode_frames, encode_notification
+from meterpipe.simulator.models import MODELS
 from tests.conftest import needs_corpus, vector
 
 # --- A-XDR and APDUs ------------------------------------------------------------
