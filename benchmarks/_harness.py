@@ -71,7 +71,7 @@ def machine() -> dict[str, Any]:
 
 
 def now_utc() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def loadavg() -> list[float]:
@@ -283,11 +283,11 @@ class Reference:
 class SideBySide(NamedTuple):
     rundir: Path
     sim: Any  # meterpipe.simulator.meter.MeterSimulator
-    mp_pty: "Pty"
-    ref_pty: "Pty"
-    broker: "Broker"
-    sup: "Supervisor"
-    ref: "Reference | None"
+    mp_pty: Pty
+    ref_pty: Pty
+    broker: Broker
+    sup: Supervisor
+    ref: Reference | None
 
 
 def side_by_side(prefix: str, meter: str, seed: int, interval: float, *, reference: bool) -> SideBySide:

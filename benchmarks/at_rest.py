@@ -33,13 +33,14 @@ import os
 import subprocess
 import sys
 import threading
-from collections import Counter
-from pathlib import Path
 import time
+from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import _harness as h  # first: puts the repository root on sys.path for tests.support
+
 from tests.support import cleanup
 
 TARGET_CPU_PCT = 0.5

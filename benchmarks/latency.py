@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import _harness as h  # first: puts the repository root on sys.path for tests.support
+
 from tests.support import cleanup
 
 METER = "m1"

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import json
 import os
 import signal
@@ -46,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import _harness as h  # first: puts the repository root on sys.path for tests.support
+
 from tests.support import cleanup, free_port, short_dir, stop_process, write_config, write_secret
 
 T0 = dt.datetime(2024, 1, 1, 0, 0, 0)
@@ -222,7 +224,7 @@ def seq_gaps(rows: list[Row], window: tuple[int, int] | None = None) -> dict[str
     for meter, rs in by_meter.items():
         rs.sort(key=lambda r: r.seq)
         missing = 0
-        for a, b in zip(rs, rs[1:]):
+        for a, b in itertools.pairwise(rs):
             if b.seq - a.seq > 1 and (window is None or window[0] <= b.rx <= window[1]):
                 missing += b.seq - a.seq - 1
         if missing:

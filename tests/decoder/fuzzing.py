@@ -29,9 +29,9 @@ from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+
 from meterpipe.common.errors import MeterpipeError
 from meterpipe.common.values import Push
-
 from tests.conftest import DLMS_VECTORS, keys
 from tests.decoder import strategies as s
 

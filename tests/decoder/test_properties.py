@@ -19,12 +19,14 @@ and the slowest and largest.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from meterpipe.common.errors import MeterpipeError
 from meterpipe.common.link.frames import (
     DEFAULT_MAX_BUFFER,
@@ -42,7 +44,6 @@ from meterpipe.decoder.mapping import map_body
 from meterpipe.decoder.reassembly import BlockAssembler, SegmentAssembler
 from meterpipe.decoder.security import decrypt, parse_ciphered
 from meterpipe.decoder.session import MeterDecoder
-
 from tests.conftest import keys, model_hint
 from tests.decoder import strategies as s
 from tests.decoder.fuzzing import (
@@ -185,7 +186,7 @@ def _feed(data: bytes, cuts: list[int], which: int) -> None:
     out: list[Push | MeterpipeError] = []
     for decoder, cap in ((small, 1024), (default, DEFAULT_MAX_BUFFER)):
         last = 0
-        for cut in sorted(cuts) + [len(data)]:
+        for cut in [*sorted(cuts), len(data)]:
             out += never_raises(decoder.feed, data[last:cut], cut * 1_000_000)
             last = max(last, cut)
         assert decoder._framer.buffered <= cap
@@ -273,7 +274,7 @@ def _outcomes(v: dict[str, Any], chunks: list[bytes]) -> tuple[list[Push], list[
 def _split(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({min(c, len(data)) for c in cuts})
     edges = [0, *points, len(data)]
-    return [data[a:b] for a, b in zip(edges, edges[1:])]
+    return [data[a:b] for a, b in itertools.pairwise(edges)]
 
 
 @pytest.mark.parametrize("v", LINKED, ids=lambda v: v["id"])

@@ -22,7 +22,6 @@ from meterpipe.common.schema import ReadingsMessage, Status, decode_readings, de
 from tests import support
 from tests.support import PY, MeterEntry, write_secret
 
-
 # Keys of the simulated meters (test keys, never a real meter's).
 KEY = "000102030405060708090A0B0C0D0E0F"
 AUTH = "D0D1D2D3D4D5D6D7D8D9DADBDCDDDEDF"
@@ -96,7 +95,7 @@ class Collector:
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
-    def start(self) -> "Collector":
+    def start(self) -> Collector:
         ready = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
         self._thread.start()

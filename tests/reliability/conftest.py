@@ -155,7 +155,7 @@ class Pipeline:
     tail: RecordTail | None = None
     seeds: dict[str, int] = field(default_factory=dict)
 
-    def start(self, before_supervisor: Callable[["Pipeline"], None] | None = None) -> "Pipeline":
+    def start(self, before_supervisor: Callable[[Pipeline], None] | None = None) -> Pipeline:
         assert MOSQUITTO is not None
         self.broker = Broker(self.rundir / "broker").start()
         self.csv_dir = self.rundir / "csv"

@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from meterpipe.common.link import build as link_build
 from meterpipe.common.link.frames import DEFAULT_MAX_BUFFER
 from meterpipe.common.schema import LinkLayer
 from meterpipe.common.values import Push
 from meterpipe.decoder.reassembly import MAX_APDU
 from meterpipe.decoder.session import MeterDecoder
-
 from tests.decoder.fuzzing import PEAK_BYTES, never_raises
 
 pytestmark = pytest.mark.slow
@@ -140,13 +140,13 @@ def test_garbage_between_valid_frames_on_a_pty_through_reader_and_decoder(rundir
     from datetime import datetime, timedelta
 
     import zmq
+
     from meterpipe.common.config import MeterConfig
     from meterpipe.common.schema import READING_TOPIC, decode_readings
     from meterpipe.decoder.service import DecoderService
     from meterpipe.reader.port import open_serial
     from meterpipe.reader.service import ReaderService, connect_frames_socket
     from meterpipe.simulator.meter import MeterSimulator
-
     from tests.integration.harness import _comparable, as_values
 
     master, slave = os.openpty()

@@ -19,9 +19,7 @@ import pytest
 import zmq
 import zmq.auth
 
-from meterpipe.deploy import cli
 from meterpipe.common.config import config_from_dict
-from meterpipe.common.endpoints import EndpointsConfig
 from meterpipe.common.curve import (
     FramesAuthenticator,
     exposed_host,
@@ -29,9 +27,11 @@ from meterpipe.common.curve import (
     secure_frames_client,
     secure_frames_server,
 )
+from meterpipe.common.endpoints import EndpointsConfig
 from meterpipe.common.errors import ConfigError
-from meterpipe.deploy.keys import key_pair
 from meterpipe.common.schema import Frame, LinkLayer, decode_frame, encode_frame
+from meterpipe.deploy import cli
+from meterpipe.deploy.keys import key_pair
 from meterpipe.reader.service import connect_frames_socket
 from meterpipe.simulator.meter import MeterSimulator
 from tests.integration.harness import Collector

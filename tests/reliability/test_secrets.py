@@ -26,9 +26,9 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 import zmq
-from meterpipe.common.schema import decode_status
 from paho.mqtt.enums import CallbackAPIVersion
 
+from meterpipe.common.schema import decode_status
 from tests.integration.harness import SimMeter, start_simulator
 from tests.support import (
     MOSQUITTO,
