@@ -41,6 +41,7 @@ from tests.support import (  # noqa: E402 - needs the repository root on sys.pat
     Broker,
     MeterEntry,
     Supervisor,
+    cleanup,
     short_dir,
     stop_process,
     write_config,
@@ -288,6 +289,25 @@ class SideBySide(NamedTuple):
     broker: Broker
     sup: Supervisor
     ref: Reference | None
+
+    def mqtt_client(self, client_id: str, on_message: Callable[..., None]) -> Any:
+        """A paho client (not connected yet) that hands every message to ``on_message``."""
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+        client.on_message = on_message
+        return client
+
+    def close(self) -> None:
+        """Stop both sides and the broker, close the ptys, remove the run directory."""
+        self.sup.stop()
+        if self.ref is not None:
+            self.ref.stop()
+        self.broker.stop()
+        self.mp_pty.close()
+        self.ref_pty.close()
+        cleanup(self.rundir)
 
 
 def side_by_side(prefix: str, meter: str, seed: int, interval: float, *, reference: bool) -> SideBySide:

@@ -39,9 +39,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import _harness as h  # first: puts the repository root on sys.path for tests.support
-
-from tests.support import cleanup
+import _harness as h
 
 TARGET_CPU_PCT = 0.5
 TARGET_PSS_MB = 120.0
@@ -64,14 +62,10 @@ class Delivered:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
-
-    rundir, sim, mp_pty, ref_pty, broker, sup, ref = h.side_by_side("mpa-", METER, 5, args.interval,
-                                                                    reference=not args.no_reference)
+    side = h.side_by_side("mpa-", METER, 5, args.interval, reference=not args.no_reference)
+    _, sim, mp_pty, ref_pty, broker, sup, ref = side
     counter = Delivered()
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-at-rest")
-    client.on_message = counter.on_message
+    client = side.mqtt_client("bench-at-rest", counter.on_message)
     load_before = h.loadavg()
     pushes = 0
 
@@ -127,14 +121,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         client.disconnect()
         alive = {name: os.path.exists(f"/proc/{pid}") for name, pid in watched.items()}
     finally:
-        sup.stop()
-        if ref is not None:
-            ref.stop()
-        broker.stop()
-        mp_pty.close()
-        ref_pty.close()
+        side.close()
         load_after = h.loadavg()
-        cleanup(rundir)
     usage = h.usage(first, last)
     mp_names = [n for n in usage if n != "reference"]
     span = last.at - first.at

@@ -349,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "meterpipe_pushes_per_s": _round(mp), "reference_pushes_per_s": _round(rf),
         "ratio": _round(ratio, 2),
         "per_capture": [r.as_json() for r in results + extra],
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": {**_harness.machine(), "pinned_cpu": cpu},
         "settings": {"seconds": args.seconds, "secondary_seconds": sec2, "runs": args.runs,
                      "warmup_seconds": warmup, "statistic": "median"},

@@ -33,9 +33,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import _harness as h  # first: puts the repository root on sys.path for tests.support
-
-from tests.support import cleanup
+import _harness as h
 
 METER = "m1"
 T0 = dt.datetime(2024, 1, 1, 12, 0, 0)  # meter clock of push 0 (naive, as the meter sends it)
@@ -76,14 +74,10 @@ def fmt(s: dict[str, float | None]) -> str:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
-
-    rundir, sim, mp_pty, ref_pty, broker, sup, ref = h.side_by_side("mpl-", METER, 7, args.interval,
-                                                                    reference=not args.no_reference)
+    side = h.side_by_side("mpl-", METER, 7, args.interval, reference=not args.no_reference)
+    _, sim, mp_pty, ref_pty, broker, sup, ref = side
     arrivals = Arrivals()
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-latency")
-    client.on_message = arrivals.on_message
+    client = side.mqtt_client("bench-latency", arrivals.on_message)
     load_before = h.loadavg()
     try:
         if ref is not None:
@@ -130,14 +124,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         client.loop_stop()
         client.disconnect()
     finally:
-        sup.stop()
-        if ref is not None:
-            ref.stop()
-        broker.stop()
-        mp_pty.close()
-        ref_pty.close()
+        side.close()
         load_after = h.loadavg()
-        cleanup(rundir)
 
     measured = range(args.warmup, total - 1)  # index into written_*: push k is written_*[k - 1]
     mp_lat, rx_lat, pub_lat, ref_last, ref_first = [], [], [], [], []
