@@ -91,34 +91,23 @@ SINCE = st.dictionaries(METER | TEXT, NS, max_size=12)
 REPLAYED = st.lists(st.binary(max_size=200), max_size=12)
 
 
+# (decode, strategy of valid values, encode, type of what decode returns), per message type
+MESSAGES: dict[str, tuple[Callable[[bytes], Any], st.SearchStrategy[Any], Callable[[Any], bytes], type]] = {
+    "frame": (decode_frame, FRAMES, encode_frame, Frame),
+    "reading": (decode_readings, READINGS, encode_readings, ReadingsMessage),
+    "status": (decode_status, STATUSES, encode_status, Status),
+    "replay": (decode_replay_request, SINCE, encode_replay_request, dict),
+    "replayed": (decode_replay_reply, REPLAYED, encode_replay_reply, list),
+}
+
+
+@pytest.mark.parametrize("what", sorted(MESSAGES))
 @PROPERTY
-@given(frame=FRAMES)
-def test_frames_round_trip(frame: Frame) -> None:
-    assert decode_frame(encode_frame(frame)) == frame
-
-
-@PROPERTY
-@given(msg=READINGS)
-def test_reading_messages_round_trip(msg: ReadingsMessage) -> None:
-    assert decode_readings(encode_readings(msg)) == msg
-
-
-@PROPERTY
-@given(status=STATUSES)
-def test_statuses_round_trip(status: Status) -> None:
-    assert decode_status(encode_status(status)) == status
-
-
-@PROPERTY
-@given(since=SINCE)
-def test_replay_requests_round_trip(since: dict[str, int]) -> None:
-    assert decode_replay_request(encode_replay_request(since)) == since
-
-
-@PROPERTY
-@given(payloads=REPLAYED)
-def test_replay_replies_round_trip(payloads: list[bytes]) -> None:
-    assert decode_replay_reply(encode_replay_reply(payloads)) == payloads
+@given(data=st.data())
+def test_every_wire_message_round_trips(what: str, data: st.DataObject) -> None:
+    decode, valid, encode, _ = MESSAGES[what]
+    value = data.draw(valid, label=what)
+    assert decode(encode(value)) == value
 
 
 @PROPERTY
@@ -133,15 +122,6 @@ def test_readings_round_trip_exactly() -> None:
 
 
 # --- anything else: a value or SchemaError ---------------------------------------------
-
-# (decode, strategy of valid values, encode, type of what decode returns)
-MESSAGES: dict[str, tuple[Callable[[bytes], Any], st.SearchStrategy[Any], Callable[[Any], bytes], type]] = {
-    "frame": (decode_frame, FRAMES, encode_frame, Frame),
-    "reading": (decode_readings, READINGS, encode_readings, ReadingsMessage),
-    "status": (decode_status, STATUSES, encode_status, Status),
-    "replay": (decode_replay_request, SINCE, encode_replay_request, dict),
-    "replayed": (decode_replay_reply, REPLAYED, encode_replay_reply, list),
-}
 
 SCALARS = st.one_of(st.none(), st.booleans(), INTS, st.floats(), TEXT, st.binary(max_size=20))
 WIRE_VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=5) | st.dictionaries(TEXT, inner, max_size=5),
