@@ -48,22 +48,23 @@ def _garbage(rng: random.Random) -> Iterator[bytes]:
         yield rng.randbytes(CHUNK)
 
 
-def _lying_hdlc(rng: random.Random) -> Iterator[bytes]:
-    """HDLC headers declaring the 11-bit maximum (2047 bytes) that never close where they say."""
+def _lying_starts(rng: random.Random, start: bytes, longest: int, end: bytes) -> Iterator[bytes]:
+    """Frame starts, each followed by up to ``longest`` random bytes that never hold ``end``."""
     for _ in range(TEN_MB // CHUNK):
         out = bytearray()
         while len(out) < CHUNK:
-            out += b"\x7e\xa7\xff" + rng.randbytes(rng.randrange(1, 3000)).replace(b"\x7e", b"\x00")
+            out += start + rng.randbytes(rng.randrange(1, longest)).replace(end, b"\x00")
         yield bytes(out[:CHUNK])
+
+
+def _lying_hdlc(rng: random.Random) -> Iterator[bytes]:
+    """HDLC headers declaring the 11-bit maximum (2047 bytes) that never close where they say."""
+    return _lying_starts(rng, b"\x7e\xa7\xff", 3000, b"\x7e")
 
 
 def _lying_mbus(rng: random.Random) -> Iterator[bytes]:
     """M-Bus long-frame starts with L = 255 and wrong stop bytes."""
-    for _ in range(TEN_MB // CHUNK):
-        out = bytearray()
-        while len(out) < CHUNK:
-            out += b"\x68\xff\xff\x68" + rng.randbytes(rng.randrange(1, 600)).replace(b"\x16", b"\x00")
-        yield bytes(out[:CHUNK])
+    return _lying_starts(rng, b"\x68\xff\xff\x68", 600, b"\x16")
 
 
 def _endless_segments(rng: random.Random) -> Iterator[bytes]:
