@@ -124,8 +124,13 @@ def test_readings_round_trip_exactly() -> None:
 # --- anything else: a value or SchemaError ---------------------------------------------
 
 SCALARS = st.one_of(st.none(), st.booleans(), INTS, st.floats(), TEXT, st.binary(max_size=20))
-WIRE_VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=5) | st.dictionaries(TEXT, inner, max_size=5),
-                           max_leaves=20)
+
+
+def _containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.lists(inner, max_size=5) | st.dictionaries(TEXT, inner, max_size=5)
+
+
+WIRE_VALUES = st.recursive(SCALARS, _containers, max_leaves=20)  # anything msgpack carries
 
 
 def _decodes_or_refuses(decode: Callable[[bytes], Any], payload: bytes, kind: type) -> None:
