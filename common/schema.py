@@ -34,7 +34,7 @@ SCHEMA_VERSION = 1
 READING_TOPIC = b"reading/"
 STATUS_TOPIC = b"status/"
 
-_METER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_METER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # whole name: fullmatch, so no "house\n"
 
 
 class LinkLayer(enum.StrEnum):
@@ -49,7 +49,7 @@ class LinkLayer(enum.StrEnum):
 
 def check_meter_name(name: str) -> str:
     """Meter names become topic and file names: keep them to a safe alphabet."""
-    if not isinstance(name, str) or not _METER_NAME.match(name):
+    if not isinstance(name, str) or not _METER_NAME.fullmatch(name):
         raise SchemaError(
             f"invalid meter name {name!r}: use 1-64 letters, digits, '_', '-' or '.', "
             "starting with a letter or digit"
@@ -133,7 +133,10 @@ COUNTERS = (
 
 
 def _pack(obj: dict[str, Any]) -> bytes:
-    packed: bytes = msgpack.packb(obj, use_bin_type=True)
+    try:
+        packed: bytes = msgpack.packb(obj, use_bin_type=True)
+    except (OverflowError, TypeError, ValueError) as exc:  # an integer beyond 64 bits, a foreign type
+        raise SchemaError(f"{obj.get('t', 'message')}: cannot be encoded ({exc})") from exc
     return packed
 
 
@@ -142,7 +145,8 @@ def _unpack(payload: bytes, what: str) -> dict[str, Any]:
         obj = msgpack.unpackb(payload, raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types
         raise SchemaError(f"{what}: not msgpack ({type(exc).__name__})", data=payload) from exc
-    if not isinstance(obj, dict) or obj.get("v") != SCHEMA_VERSION or obj.get("t") != what:
+    version = obj.get("v") if isinstance(obj, dict) else None
+    if type(version) is not int or version != SCHEMA_VERSION or obj.get("t") != what:  # True == 1 is no version
         raise SchemaError(f"{what}: wrong message type or schema version", data=payload)
     return obj
 
@@ -266,7 +270,7 @@ def decode_status(payload: bytes) -> Status:
     what = "status"
     opt_str = (str, type(None))
     counters = _get(obj, "counters", dict, what)
-    if not all(isinstance(k, str) and isinstance(v, int) for k, v in counters.items()):
+    if not all(isinstance(k, str) and type(v) is int for k, v in counters.items()):
         raise SchemaError("status: counters must map names to integers")
     return Status(
         meter=_get(obj, "meter", str, what),

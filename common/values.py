@@ -15,6 +15,7 @@ from typing import Any
 
 from meterpipe.common.errors import SchemaError
 
+MAX_EXPONENT = 128  # a COSEM scaler is an int8; beyond it decimal text would grow without bound
 _OBIS = re.compile(r"^\d{1,3}-\d{1,3}:\d{1,3}\.\d{1,3}\.\d{1,3}(\*\d{1,3})?$")
 _VALID_OBIS: set[str] = set()  # a cache of OBIS texts already checked, bounded in Reading.__post_init__
 
@@ -63,6 +64,9 @@ class Reading:
             raise SchemaError(f"reading {self.obis}: value must be int or str")
         if isinstance(self.value, str) and self.exponent != 0:
             raise SchemaError(f"reading {self.obis}: text value with an exponent")
+        if type(self.exponent) is not int or not -MAX_EXPONENT <= self.exponent <= MAX_EXPONENT:
+            raise SchemaError(f"reading {self.obis}: exponent {self.exponent!r} outside "
+                              f"-{MAX_EXPONENT}..{MAX_EXPONENT}")
 
     @property
     def is_number(self) -> bool:
