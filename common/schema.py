@@ -145,7 +145,9 @@ def _unpack(payload: bytes, what: str) -> dict[str, Any]:
         obj = msgpack.unpackb(payload, raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types
         raise SchemaError(f"{what}: not msgpack ({type(exc).__name__})", data=payload) from exc
-    version = obj.get("v") if isinstance(obj, dict) else None
+    if not isinstance(obj, dict):
+        raise SchemaError(f"{what}: not a map", data=payload)
+    version = obj.get("v")
     if type(version) is not int or version != SCHEMA_VERSION or obj.get("t") != what:  # True == 1 is no version
         raise SchemaError(f"{what}: wrong message type or schema version", data=payload)
     return obj

@@ -22,7 +22,6 @@ from typing import Final
 
 from meterpipe.common.errors import FrameError
 from meterpipe.common.link.p1 import check_telegram
-from meterpipe.common.schema import LinkLayer
 from meterpipe.common.values import Push, Reading
 from meterpipe.decoder.obis import reading_name
 

@@ -21,12 +21,12 @@ from __future__ import annotations
 import logging
 
 from meterpipe.common.errors import DecryptError, FrameError, MeterpipeError, ReplayError
+from meterpipe.common.link.cutter import make_framer
+from meterpipe.common.link.frames import DEFAULT_MAX_BUFFER, LinkFrame, NeedData, parse_frame
 from meterpipe.common.schema import LinkLayer
 from meterpipe.common.values import Push
 from meterpipe.decoder.apdu import notification_header
 from meterpipe.decoder.dsmr import parse_telegram
-from meterpipe.common.link.cutter import make_framer
-from meterpipe.common.link.frames import DEFAULT_MAX_BUFFER, LinkFrame, NeedData, parse_frame
 from meterpipe.decoder.mapper import PushMapper
 from meterpipe.decoder.reassembly import DEFAULT_GAP_NS, GBT_TAG, BlockAssembler, SegmentAssembler
 from meterpipe.decoder.security import CIPHERED_TAGS, decrypt, parse_ciphered

@@ -7,7 +7,6 @@ naming the setting on error); keys show as a fingerprint at most, passwords as
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from meterpipe.common.schema import ReadingsMessage, Status, check_meter_name
+from meterpipe.common.schema import ReadingsMessage, check_meter_name
 from meterpipe.publishers.subscriber import Handler
 
 log = logging.getLogger(__name__)

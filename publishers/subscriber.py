@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 import zmq
 
 from meterpipe.common.config import Config
-from meterpipe.common.errors import ConfigError, SchemaError
 from meterpipe.common.endpoints import replay_endpoint
+from meterpipe.common.errors import ConfigError, SchemaError
 from meterpipe.common.logs import setup_logging
 from meterpipe.common.process import POLL_MS, StopFlag, base_parser, config_error_exit, load_config_or_exit
 from meterpipe.common.schema import (
@@ -120,7 +120,7 @@ class SeqTracker:
 
 
 def dispatch(
-    topic: bytes, payload: bytes, handler: Handler, tracker: SeqTracker, replayed: "Replayed | None" = None
+    topic: bytes, payload: bytes, handler: Handler, tracker: SeqTracker, replayed: Replayed | None = None
 ) -> None:
     """Decode one multipart message and hand it over; schema errors are counted and logged."""
     stats = tracker.stats

@@ -18,15 +18,15 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
 from meterpipe.common.config import CONFIG_ENV
 from meterpipe.common.endpoints import READINGS_NAME, default_endpoints, demo_runtime_dir, ipc_path
 from meterpipe.common.errors import ConfigError
-from meterpipe.common.schema import ReadingsMessage, Status, reading_topic, readings_json, status_topic
 from meterpipe.common.process import StopFlag, base_parser, config_error_exit
+from meterpipe.common.schema import ReadingsMessage, Status, reading_topic, readings_json, status_topic
 from meterpipe.publishers.subscriber import Handler, run_subscriber
 
 
@@ -53,7 +53,7 @@ def _socket_exists(endpoint: str) -> bool:
 
 def format_table(msg: ReadingsMessage) -> str:
     p = msg.push
-    received = datetime.fromtimestamp(msg.received_ns / 1e9, timezone.utc).strftime("%H:%M:%S")
+    received = datetime.fromtimestamp(msg.received_ns / 1e9, UTC).strftime("%H:%M:%S")
     security = "authenticated" if p.authenticated else "encrypted" if p.encrypted else "plain"
     head = f"{msg.meter}  #{msg.seq}  id {p.meter_id or '-'}  meter time {p.time or '-'}  received {received}Z  {security}"
     width = max((len(r.name) for r in p.readings), default=0)
@@ -74,7 +74,7 @@ _COUNTER_LABELS = (
 
 def format_status(status: Status) -> str:
     """A status message as a few readable lines: counters, the last push, the last error."""
-    sent = datetime.fromtimestamp(status.sent_ns / 1e9, timezone.utc).strftime("%H:%M:%S")
+    sent = datetime.fromtimestamp(status.sent_ns / 1e9, UTC).strftime("%H:%M:%S")
     if status.last_push_ns is None:
         last = "no push decoded yet"
     else:

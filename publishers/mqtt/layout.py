@@ -153,6 +153,6 @@ def sdc_messages(msg: ReadingsMessage, qos: int, retain: bool) -> list[OutMessag
         seen.add(type_name)
         cde = obis_cde(r.obis)
         assert cde is not None
-        payload = json.dumps({"value": sdc_value(r), "timestamp": stamp, "obis": "%d.%d.%d" % cde})
+        payload = json.dumps({"value": sdc_value(r), "timestamp": stamp, "obis": "{}.{}.{}".format(*cde)})
         out.append(OutMessage(sdc_topic(msg, type_name), payload.encode(), qos, retain))
     return out

@@ -29,8 +29,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from meterpipe.common.publisher_config import MqttConfig
 from meterpipe.common.errors import ConfigError
+from meterpipe.common.publisher_config import MqttConfig
 from meterpipe.publishers.mqtt.spool import Spool
 
 log = logging.getLogger(__name__)

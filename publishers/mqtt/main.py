@@ -17,15 +17,15 @@ is often a tmpfs emptied at boot.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import os
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from meterpipe.common.config import Config
 from meterpipe.common.publisher_config import MqttConfig
-from meterpipe.common.schema import ReadingsMessage, Status
+from meterpipe.common.schema import ReadingsMessage
 from meterpipe.publishers.mqtt import discovery
 from meterpipe.publishers.mqtt.layout import (
     OutMessage,

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import pytest
+
 from meterpipe.common.errors import (
     BufferOverflowError,
     ChecksumError,
     FrameError,
     MeterpipeError,
 )
-from meterpipe.common.schema import LinkLayer
-from meterpipe.common.values import Push
 from meterpipe.common.link.crc import crc16_x25, mbus_checksum
 from meterpipe.common.link.frames import (
     NEED_DATA,
@@ -20,8 +19,9 @@ from meterpipe.common.link.frames import (
     parse_hdlc,
     parse_mbus,
 )
+from meterpipe.common.schema import LinkLayer
+from meterpipe.common.values import Push
 from meterpipe.decoder.session import MeterDecoder
-
 from tests.conftest import needs_corpus, vector
 from tests.decoder.strategies import drain, link_frames
 

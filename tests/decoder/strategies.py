@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from hypothesis import strategies as st
+
 from meterpipe.common.errors import MeterpipeError
+from meterpipe.common.link.frames import NEED_DATA, Framer, LinkFrame, parse_frame
 from meterpipe.common.schema import LinkLayer
 from meterpipe.decoder.apdu import cosem_datetime
 from meterpipe.decoder.axdr import (
@@ -30,7 +32,6 @@ from meterpipe.decoder.axdr import (
     Structure,
     TimeBytes,
 )
-from meterpipe.common.link.frames import NEED_DATA, Framer, LinkFrame, parse_frame
 from meterpipe.decoder.reassembly import GBT_TAG, BlockAssembler, SegmentAssembler
 from meterpipe.decoder.security import CIPHERED_TAGS, decrypt, parse_ciphered
 
@@ -215,7 +216,7 @@ def obis_tagged_body(draw: st.DrawFn) -> Shaped:
     readings = len(entries)
     if draw(st.booleans()):  # list identifier and time in front
         head = [_visible(draw(_PRINTABLE)), octet_string(draw(datetime_bytes()))]
-        body = structure(head + [body])
+        body = structure([*head, body])
         readings += 1  # the list identifier is a reading too
     return Shaped(body, readings)
 
@@ -235,7 +236,7 @@ def push_list_body(draw: st.DrawFn) -> Shaped:
         values.append(draw(_SCALER_UNIT) if attribute == 3 else draw(_REGISTER_VALUE))
     # definition 0 describes member 0: the push object list itself (class 40, attribute 2)
     readings = sum(1 for v in values if not isinstance(v.value, Structure))
-    return Shaped(structure([array(definitions)] + values), readings)
+    return Shaped(structure([array(definitions), *values]), readings)
 
 
 SHAPES: st.SearchStrategy[Shaped] = st.one_of(obis_tagged_body(), push_list_body())

@@ -6,13 +6,13 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+
 from meterpipe.common.errors import MeterpipeError
+from meterpipe.common.link.crc import crc16_arc
 from meterpipe.common.schema import LinkLayer
 from meterpipe.common.values import Push
-from meterpipe.common.link.crc import crc16_arc
 from meterpipe.decoder.dsmr import dsmr_time
 from meterpipe.decoder.session import MeterDecoder
-
 from tests.conftest import CORPUS, needs_corpus, vector
 
 DSMR = [v for v in CORPUS if v["transport"] == "dsmr"]
@@ -35,8 +35,8 @@ def test_telegram_decodes_to_expected_readings_whole_bytewise_and_in_garbage(v: 
     results = [_decode(data), _decode(data, chunk=1), _decode(b"\x00garbage!\r\n" + data + b"/x\r\n")]
     for out in results:
         pushes = [o for o in out if isinstance(o, Push)]
-        assert len(pushes) == 1 and pushes[0] == [o for o in results[0] if isinstance(o, Push)][0]
-    push = [o for o in results[0] if isinstance(o, Push)][0]
+        assert len(pushes) == 1 and pushes[0] == next(o for o in results[0] if isinstance(o, Push))
+    push = next(o for o in results[0] if isinstance(o, Push))
     got = {r.obis: r for r in push.readings}
     for obis, want in v["expect"]["readings"].items():
         reading = got[obis]

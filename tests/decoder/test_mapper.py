@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+
 from meterpipe.common.errors import MeterpipeError
 from meterpipe.common.values import Push
 from meterpipe.decoder import mapper as mapper_module

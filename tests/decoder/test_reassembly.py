@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from meterpipe.common.errors import MeterpipeError, SequenceError, TruncatedError
+from meterpipe.common.link.frames import LinkFrame
 from meterpipe.common.schema import LinkLayer
 from meterpipe.common.values import Push
-from meterpipe.common.link.frames import LinkFrame
 from meterpipe.decoder.reassembly import BlockAssembler, SegmentAssembler
 from meterpipe.decoder.session import MeterDecoder
 from tests.conftest import keys, model_hint, needs_corpus, vector
@@ -57,14 +57,14 @@ def test_gbt_blocks_join_into_one_push() -> None:
 
 def test_gbt_duplicate_block_is_sequence_then_next_push_decodes() -> None:
     b = blocks(1)
-    out = feed_all(MeterDecoder("m"), [b[0], b[1], b[1], b[2]] + blocks(2))
+    out = feed_all(MeterDecoder("m"), [b[0], b[1], b[1], b[2], *blocks(2)])
     assert values(out) == ["sequence", "sequence", 2]
     assert "duplicated" in str(out[0])
 
 
 def test_gbt_out_of_order_blocks_are_sequence_then_next_push_decodes() -> None:
     b = blocks(1, 4)
-    out = feed_all(MeterDecoder("m"), [b[0], b[2], b[1], b[3]] + blocks(2, 4))
+    out = feed_all(MeterDecoder("m"), [b[0], b[2], b[1], b[3], *blocks(2, 4)])
     assert values(out) == ["sequence", "sequence", "sequence", 2]
     assert "arrived early" in str(out[0])
 

@@ -21,8 +21,8 @@ from meterpipe.common.errors import (
     ReplayError,
     UnsupportedError,
 )
-from meterpipe.common.values import Push
 from meterpipe.common.link.crc import crc16_x25
+from meterpipe.common.values import Push
 from meterpipe.decoder.security import (
     DED_CIPHERING,
     GLO_CIPHERING,

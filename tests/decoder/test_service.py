@@ -62,9 +62,7 @@ def test_frames_from_two_meters_come_out_as_readings_and_status() -> None:
         MeterConfig(name="flat", port="y", key=k2, auth_key=a2, model="omnipower"),
     ]
     frames = []
-    seq = 0
-    for h in e570["frames_hex"]:
-        seq += 1
+    for seq, h in enumerate(e570["frames_hex"], start=1):
         frames.append(encode_frame(Frame("house", seq, 10**18 + seq, LinkLayer.HDLC, bytes.fromhex(h))))
     frames.append(encode_frame(Frame("flat", 1, 10**18, LinkLayer.HDLC, bytes.fromhex(kam["frames_hex"][0]))))
     # a corrupted copy of the Kamstrup frame, and garbage that is not a frame message at all

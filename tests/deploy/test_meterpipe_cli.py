@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from meterpipe.deploy import cli
-from meterpipe.deploy.cli import COMMANDS, main
 from meterpipe.common.errors import fingerprint
 from meterpipe.common.logs import setup_logging
 from meterpipe.common.process import load_config_or_exit
+from meterpipe.deploy import cli
+from meterpipe.deploy.cli import COMMANDS, main
 
 KEY = "8F3A0C11D2E4B5A6978899AABBCCDDEE"
 AUTH = "C0FFEE00DEADBEEF0123456789ABCDEF"

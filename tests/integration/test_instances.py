@@ -100,7 +100,7 @@ def test_status_says_when_only_a_demo_runs(rundir: Path) -> None:
         status = _cli("status", env=env)
         assert status.returncode == 3
         assert "meterpipe is not running" in status.stdout
-        assert f"a meterpipe demo is running (supervisord pid " in status.stdout
+        assert "a meterpipe demo is running (supervisord pid " in status.stdout
         assert str(rundir / "rt" / "demo") in status.stdout
         second = _cli("demo", "--seconds", "1", env=env)
         assert second.returncode == 3 and "a meterpipe demo is already running" in second.stderr

@@ -17,8 +17,8 @@ from cryptography.x509.oid import NameOID
 from paho.mqtt.enums import CallbackAPIVersion
 
 from meterpipe.common.config import Config
-from meterpipe.common.publisher_config import MqttConfig, PublishersConfig
 from meterpipe.common.endpoints import EndpointsConfig
+from meterpipe.common.publisher_config import MqttConfig, PublishersConfig
 from meterpipe.publishers.mqtt.main import build
 from meterpipe.publishers.subscriber import serve
 

@@ -144,6 +144,6 @@ def test_spool_bound_drops_oldest(tmp_path: Path, caplog: pytest.LogCaptureFixtu
     assert spool.size <= 100
     assert len(spool) == 10
     assert spool.dropped == 20
-    assert [m.payload for _, m in spool.batch(0, 100)][0] == b"000000020"
+    assert next(m.payload for _, m in spool.batch(0, 100)) == b"000000020"
     assert "spool over its limit" in caplog.text
     spool.close()

@@ -9,10 +9,10 @@ import zmq
 
 from meterpipe.common.schema import ReadingsMessage, Status, encode_readings, reading_topic
 from meterpipe.decoder.replay import ReplayBuffer
+from meterpipe.decoder.service import DecoderService
 from meterpipe.publishers.csv_writer import CsvStore
 from meterpipe.publishers.mqtt.spool import Spool
 from meterpipe.publishers.subscriber import run_subscriber
-from meterpipe.decoder.service import DecoderService
 from tests.publishers.conftest import T0_NS, make_msg
 
 

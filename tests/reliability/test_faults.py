@@ -145,7 +145,7 @@ def kill_readers(p: Pipeline) -> Injected:
         old = sup.pid(program)
         t_kill = kill(old)
         new = wait_new_pid(sup, program, old)
-        t_open = wait_open(lambda: new, lambda: _pty(p, m.name))
+        t_open = wait_open(lambda new=new: new, lambda name=m.name: _pty(p, name))  # bound now, called now
         out.windows[m.name] = [(t_kill, t_open)]
         out.notes.append(f"reader-{m.name}: port reopened {t_open - t_kill:.2f} s after the kill")
         time.sleep(1.0)
@@ -227,7 +227,7 @@ def check_dropped_reported(p: Pipeline, injected: Injected, lost: dict[str, list
                      f"reader_dropped = {dropped} frame(s)")
         assert pushes >= 1, f"{m.name}: the queue held everything: the test did not overflow it"
         # every lost push lost at least one frame, except one the decoder held half of when it stopped
-        assert 1 <= dropped and pushes <= dropped + 1, f"{m.name}: {pushes} pushes lost, {dropped} frames reported"
+        assert dropped >= 1 and pushes <= dropped + 1, f"{m.name}: {pushes} pushes lost, {dropped} frames reported"
 
 
 # --- the tests -----------------------------------------------------------------------

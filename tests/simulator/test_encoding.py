@@ -9,10 +9,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import pytest
 
 from meterpipe.common.errors import ChecksumError
+from meterpipe.common.link import build as link_build
 from meterpipe.common.link.crc import mbus_checksum
 from meterpipe.common.link.frames import NEED_DATA, Framer, LinkFrame, parse_hdlc, parse_mbus
 from meterpipe.decoder.security import decrypt, encrypt, parse_ciphered
-from meterpipe.common.link import build as link_build
 from meterpipe.simulator import encoding as enc
 from meterpipe.simulator.meter import encode_frames, encode_notification
 from meterpipe.simulator.models import MODELS
@@ -252,7 +252,7 @@ _LAYOUTS: list[tuple[str, str, dict[str, str], dict[str, int], str | None]] = [
         dict(
             pi=1247, pe=0, qi=0, qe=417, i1=189, i2=327, i3=128, v1=236, v2=236, v3=236,
             ai=8582328, ae=454083, ri=15327, re=1477438,
-        ),  # fmt: skip
+        ),
         None,
     ),
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import select
@@ -19,13 +20,13 @@ from pathlib import Path
 import pytest
 
 from meterpipe.common.errors import AuthError
-from meterpipe.decoder import axdr
 from meterpipe.common.link.frames import NEED_DATA, Framer, LinkFrame
+from meterpipe.decoder import axdr
 from meterpipe.decoder.security import decrypt, parse_ciphered
 from meterpipe.simulator.encoding import obis_bytes
-from meterpipe.simulator.models import MODELS
 from meterpipe.simulator.main import read_capture
 from meterpipe.simulator.meter import MeterSimulator, SimulatedPush
+from meterpipe.simulator.models import MODELS
 from meterpipe.simulator.sinks import PtySink
 
 KEY = bytes.fromhex("000102030405060708090a0b0c0d0e0f")
@@ -169,13 +170,13 @@ def test_energy_registers_only_grow_and_follow_power(model: str) -> None:
     power_code = next(f.obis for f in spec.readings() if f.quantity == "pi")
     sim = MeterSimulator(model, seed=5, start_energy_wh=1_000_000)
     pushes = [sim.push(T0 + timedelta(seconds=60 * i)) for i in range(100)]
-    for before, after in zip(pushes, pushes[1:]):
+    for before, after in itertools.pairwise(pushes):
         for code in energy_codes:
             assert _decimal(after.values[code]) >= _decimal(before.values[code])
     assert _decimal(pushes[0].values[import_code]) == 1_000_000
     # Import energy over 99 minutes matches the trapezoidal integral of import power.
     powers = [_decimal(p.values[power_code]) for p in pushes]
-    integral = sum(((a + b) / 2 for a, b in zip(powers, powers[1:])), Decimal(0)) / 60
+    integral = sum(((a + b) / 2 for a, b in itertools.pairwise(powers)), Decimal(0)) / 60
     gained = _decimal(pushes[-1].values[import_code]) - _decimal(pushes[0].values[import_code])
     step = Decimal(10) ** spec.fields[-1].exponent if spec.layout == "kamstrup" else Decimal(1)
     assert abs(gained - integral) <= 100 * step  # rounding of each step
