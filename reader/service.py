@@ -23,7 +23,7 @@ import zmq
 
 from meterpipe.common.config import MeterConfig
 from meterpipe.common.endpoints import EndpointsConfig
-from meterpipe.common.curve import secure_frames_client
+from meterpipe.common.curve_keys import secure_frames_client
 from meterpipe.common.errors import ChecksumError, FrameError
 from meterpipe.common.schema import Frame
 from meterpipe.common.link.cutter import make_framer
