@@ -19,12 +19,14 @@ import enum
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 
 from meterpipe.common.errors import SchemaError
+
+if TYPE_CHECKING:
+    from decimal import Decimal
 
 SCHEMA_VERSION = 1
 
@@ -90,6 +92,7 @@ def split_decimal(value: Decimal | float | int) -> tuple[int, int]:
         return int(value), 0
     if isinstance(value, int):
         return value, 0
+    from decimal import Decimal  # the decoder's mapping calls this: readers never load decimal
     dec = value if isinstance(value, Decimal) else Decimal(repr(float(value)))
     if not dec.is_finite():
         raise SchemaError(f"value {value!r} is not a finite number")
