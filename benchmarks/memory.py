@@ -19,12 +19,20 @@ the same interpreter, libzmq and stdlib pages. Both figures are measured:
   publishers and ``--meters`` readers on ptys), every meter pushing once a
   second, measured once every push has reached MQTT and the journal.
 
-mosquitto and this process are not counted.
+Both are measured twice (``--bytecode both``): with meterpipe's modules
+byte-compiled (``cached``: as pip installs them, and as a checkout runs once it
+has its ``__pycache__``), and compiled from source at every start (``source``:
+PYTHONDONTWRITEBYTECODE=1 and no ``__pycache__``, as the other benchmarks run
+in an environment that sets it). Compiling a module of a few hundred lines
+leaves about 1 MB of heap behind in the process, so ``source`` is higher. The
+``cached`` run compiles the modules first and removes the ``__pycache__``
+folders it made afterwards. mosquitto and this process are not counted.
 
-    python benchmarks/memory.py [--meters 1] [--seconds 8]
+    python benchmarks/memory.py [--meters 1] [--seconds 8] [--bytecode both|cached|source]
 
-Exits 1 when a reader holds more than 12 MB PSS in the running set (or a
-process is missing). The last line printed is one JSON object.
+Exits 1 when a reader holds more than 12 MB PSS in the running set (``cached``
+when it is measured), or when a process is missing. The last line printed is
+one JSON object.
 """
 
 from __future__ import annotations
@@ -121,7 +129,7 @@ class JournalSocket:
 
 
 class MqttCount:
-    """A subscriber to meterpipe/# on the private broker, counting JSON pushes."""
+    """A subscriber to meterpipe/+/json on the private broker, counting pushes delivered over MQTT."""
 
     def __init__(self, port: int) -> None:
         import paho.mqtt.client as mqtt
@@ -183,7 +191,7 @@ class Setup:
 # --- standalone ---------------------------------------------------------------------
 
 
-def start_alone(s: Setup, kind: str) -> tuple[subprocess.Popen[bytes], Path]:
+def start_alone(s: Setup, kind: str, started: list[subprocess.Popen[bytes]]) -> tuple[subprocess.Popen[bytes], Path]:
     from meterpipe.common.config import load_config
     from meterpipe.deploy.supervise import supervisor_env, supervisord_command, write_programs
 
@@ -197,7 +205,8 @@ def start_alone(s: Setup, kind: str) -> tuple[subprocess.Popen[bytes], Path]:
         if kind == "reader":
             command += ["--meter", s.names[0]]
     with open(log, "wb") as out:
-        return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT), log
+        started.append(subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT))
+    return started[-1], log
 
 
 def measure_alone(s: Setup, kind: str, settle: float) -> dict[str, float]:
@@ -205,12 +214,13 @@ def measure_alone(s: Setup, kind: str, settle: float) -> dict[str, float]:
 
     ctx = zmq.Context.instance()
     socks: list[Any] = []
+    started: list[subprocess.Popen[bytes]] = []
     try:
         if kind == "reader":
             pull = ctx.socket(zmq.PULL)
             socks.append(pull)
             pull.bind(s.frames)
-            proc, log = start_alone(s, kind)
+            proc, log = start_alone(s, kind, started)
             got = [0]
 
             def frames_arrived() -> bool:
@@ -219,6 +229,7 @@ def measure_alone(s: Setup, kind: str, settle: float) -> dict[str, float]:
                     pull.recv()
                     got[0] += 1
                 return got[0] >= 12  # three E450 pushes
+
             wait_until("reader alone", frames_arrived, 30, proc, log)
         elif kind == "decoder":
             from meterpipe.common.schema import Frame, LinkLayer, encode_frame
@@ -226,7 +237,7 @@ def measure_alone(s: Setup, kind: str, settle: float) -> dict[str, float]:
             push, sub = ctx.socket(zmq.PUSH), ctx.socket(zmq.SUB)
             socks += [push, sub]
             sub.setsockopt(zmq.SUBSCRIBE, b"reading/")
-            proc, log = start_alone(s, kind)
+            proc, log = start_alone(s, kind, started)
             wait_until("decoder alone binds", lambda: (s.rundir / "frames").exists(), 30, proc, log)
             push.connect(s.frames)
             sub.connect(s.readings)
@@ -241,9 +252,10 @@ def measure_alone(s: Setup, kind: str, settle: float) -> dict[str, float]:
                     s.recorded.append(sub.recv_multipart())  # what the publishers get next
                     readings[0] += 1
                 return readings[0] >= 3
+
             wait_until("decoder alone", readings_arrived, 30, proc, log)
         elif kind == "supervisord":
-            proc, log = start_alone(s, kind)
+            proc, log = start_alone(s, kind, started)
             wait_until("supervisord alone", lambda: (s.rundir / "supervisord.pid").exists(), 30, proc, log)
         else:
             pub = ctx.socket(zmq.PUB)
@@ -252,7 +264,7 @@ def measure_alone(s: Setup, kind: str, settle: float) -> dict[str, float]:
             messages = s.recorded
             counter = MqttCount(s.broker.port) if kind == "mqtt" else None
             before = s.journal.entries
-            proc, log = start_alone(s, kind)
+            proc, log = start_alone(s, kind, started)
             sent = [0]
 
             def delivered() -> bool:
@@ -265,6 +277,7 @@ def measure_alone(s: Setup, kind: str, settle: float) -> dict[str, float]:
                     assert counter is not None
                     return counter.messages >= 3
                 return s.journal.entries - before >= 3
+
             try:
                 wait_until(f"{kind} alone", delivered, 45, proc, log)
             finally:
@@ -275,7 +288,7 @@ def measure_alone(s: Setup, kind: str, settle: float) -> dict[str, float]:
             raise RuntimeError(f"{kind} alone exited with {proc.returncode}" + _tail(log))
         return memory(proc.pid)
     finally:
-        if "proc" in locals():
+        for proc in started:
             stop_process(proc)
         for sock in socks:
             sock.close(0)
@@ -317,6 +330,66 @@ def measure_set(s: Setup, seconds: float, settle: float) -> dict[str, dict[str, 
         sup.stop()
 
 
+# --- bytecode ----------------------------------------------------------------------
+
+
+CONDITIONS = {
+    "cached": "meterpipe's modules byte-compiled, as an installed package has them",
+    "source": "meterpipe's modules compiled at every start (no __pycache__, PYTHONDONTWRITEBYTECODE=1)",
+}
+PACKAGES = ("common", "reader", "decoder", "publishers", "deploy", "simulator")
+
+
+def source_dirs() -> list[Path]:
+    """The folders meterpipe's packages are imported from (the checkout, or site-packages)."""
+    import importlib.util
+
+    dirs = []
+    for name in PACKAGES:
+        spec = importlib.util.find_spec(f"meterpipe.{name}")
+        if spec is not None and spec.submodule_search_locations:
+            dirs.append(Path(list(spec.submodule_search_locations)[0]))
+    return dirs
+
+
+def caches(dirs: Sequence[Path]) -> set[Path]:
+    return {p for d in dirs for p in d.rglob("__pycache__") if p.is_dir()}
+
+
+class Bytecode:
+    """The bytecode condition of one measurement; ``cached`` compiles what is missing and
+    removes, afterwards, the __pycache__ folders it made (the checkout is left as it was)."""
+
+    def __init__(self, condition: str) -> None:
+        self.condition = condition
+        self.dirs = source_dirs()
+        self._before = caches(self.dirs)
+        self._env = os.environ.get("PYTHONDONTWRITEBYTECODE")
+
+    def __enter__(self) -> Bytecode:
+        import compileall
+
+        # No process writes bytecode during a run, so "source" stays source throughout.
+        os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
+        if self.condition == "cached":
+            for d in self.dirs:
+                compileall.compile_dir(d, quiet=1)
+        elif self._before:
+            raise RuntimeError(f"cannot measure '{self.condition}': meterpipe's modules have bytecode "
+                               f"caches here ({sorted(self._before)[0]}, ...)")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import shutil
+
+        for path in caches(self.dirs) - self._before:
+            shutil.rmtree(path, ignore_errors=True)
+        if self._env is None:
+            os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+        else:
+            os.environ["PYTHONDONTWRITEBYTECODE"] = self._env
+
+
 # --- report -------------------------------------------------------------------------
 
 
@@ -337,23 +410,9 @@ def report(alone: dict[str, dict[str, float]], together: dict[str, dict[str, flo
     return rows
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("--meters", type=int, default=1, help="readers in the running set (default 1)")
-    p.add_argument("--seconds", type=float, default=8.0, help="seconds of pushes before measuring (default 8)")
-    p.add_argument("--settle", type=float, default=2.0, help="seconds after the last push (default 2)")
-    args = p.parse_args(argv)
-    if args.meters < 1 or args.seconds < 0 or args.settle < 0:
-        p.error("--meters must be >= 1, --seconds and --settle >= 0")
-    return args
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    started = now_utc()
-    t = time.monotonic()
-    alone: dict[str, dict[str, float]] = {}
-    try:
+def measure(args: argparse.Namespace, condition: str) -> dict[str, Any]:
+    with Bytecode(condition):
+        alone: dict[str, dict[str, float]] = {}
         s = Setup("mpm-", 1)
         try:
             for kind in KINDS:
@@ -365,33 +424,71 @@ def main(argv: Sequence[str] | None = None) -> int:
             together = measure_set(s, args.seconds, args.settle)
         finally:
             s.close()
+    readers = [v["pss_mb"] for n, v in together.items() if kind_of(n) == "reader"]
+    return {"per_kind": report(alone, together), "running_set": together,
+            "running_set_pss_mb": round(sum(v["pss_mb"] for v in together.values()), 1),
+            "reader_pss_mb_max": max(readers)}
+
+
+def shown(m: dict[str, float] | None, count: int = 1) -> str:
+    if m is None or m.get("pss_mb") is None:
+        return "-"
+    text = f"{m['pss_mb']:.1f} ({m['rss_mb']:.1f})"
+    return text + (f" max of {count}" if count > 1 else "")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--meters", type=int, default=1, help="readers in the running set (default 1)")
+    p.add_argument("--seconds", type=float, default=8.0, help="seconds of pushes before measuring (default 8)")
+    p.add_argument("--settle", type=float, default=2.0, help="seconds after the last push (default 2)")
+    p.add_argument("--bytecode", choices=("cached", "source", "both"), default="both",
+                   help="cached: " + CONDITIONS["cached"] + "; source: " + CONDITIONS["source"]
+                   + " (default both; the target applies to cached when it is measured)")
+    args = p.parse_args(argv)
+    if args.meters < 1 or args.seconds < 0 or args.settle < 0:
+        p.error("--meters must be >= 1, --seconds and --settle >= 0")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = now_utc()
+    t = time.monotonic()
+    # source first: the cached run compiles the modules (and removes its caches afterwards)
+    conditions = ["source", "cached"] if args.bytecode == "both" else [args.bytecode]
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        for condition in conditions:
+            results[condition] = measure(args, condition)
     except RuntimeError as exc:
         print(f"error: {exc}")
         return 1
-    rows = report(alone, together)
-    readers = [v["pss_mb"] for n, v in together.items() if kind_of(n) == "reader"]
-    reader_max = max(readers)
+    gate = "cached" if "cached" in results else conditions[0]
+    reader_max = results[gate]["reader_pss_mb_max"]
     ok = reader_max <= TARGET_READER_PSS_MB
-    print(f"PSS (RSS) in MB per process; running set: supervisord, decoder, csv, mqtt, journal, "
-          f"{args.meters} reader(s)")
-    print(f"  {'process':<12} {'standalone':>16} {'running set':>16}")
-    for kind, row in rows.items():
-        a, r = row["standalone"], row["running_set"]
-        shown_alone = f"{a['pss_mb']:.1f} ({a['rss_mb']:.1f})" if a else "-"
-        shown_set = f"{r['pss_mb']:.1f} ({r['rss_mb']:.1f})" if r["pss_mb"] is not None else "-"
-        if kind == "reader" and r["count"] > 1:
-            shown_set += f" max of {r['count']}"
-        print(f"  {kind:<12} {shown_alone:>16} {shown_set:>16}")
-    total = round(sum(v["pss_mb"] for v in together.values()), 1)
-    print(f"  {'all':<12} {'':>16} {total:>16.1f}")
-    print(f"reader in the running set: {reader_max:.1f} MB PSS [target <= {TARGET_READER_PSS_MB:g} MB: "
-          f"{'met' if ok else 'MISSED'}]")
+    print(f"PSS (RSS) in MB per process; the running set is supervisord, decoder, csv, mqtt, journal "
+          f"and {args.meters} reader(s)")
+    order = [c for c in ("cached", "source") if c in results]
+    for c in order:
+        print(f"  {c}: {CONDITIONS[c]}")
+    print(f"  {'':<12}" + "".join(f" {c + ', standalone':>22} {c + ', running set':>24}" for c in order))
+    for kind in KINDS:
+        cells = ""
+        for c in order:
+            row = results[c]["per_kind"][kind]
+            cells += f" {shown(row['standalone']):>22} {shown(row['running_set'], row['running_set']['count']):>24}"
+        print(f"  {kind:<12}{cells}")
+    print(f"  {'all':<12}" + "".join(f" {'':>22} {results[c]['running_set_pss_mb']:>24.1f}" for c in order))
+    extra = "".join(f"; {c}: {results[c]['reader_pss_mb_max']:.1f} MB" for c in order if c != gate)
+    print(f"reader in the running set ({gate}): {reader_max:.1f} MB PSS [target <= {TARGET_READER_PSS_MB:g} MB: "
+          f"{'met' if ok else 'MISSED'}]{extra}")
     summary = {
-        "benchmark": "memory", "per_kind": rows, "running_set": together, "running_set_pss_mb": total,
-        "reader_pss_mb_max": reader_max, "target": {"reader_pss_mb": TARGET_READER_PSS_MB},
-        "target_met": ok,
+        "benchmark": "memory", "conditions": results, "gate": gate,
+        "reader_pss_mb_max": reader_max, "target": {"reader_pss_mb": TARGET_READER_PSS_MB}, "target_met": ok,
         "settings": {"meters": args.meters, "seconds": args.seconds, "settle_s": args.settle, "model": "e450",
-                     "security": "0x20 (encrypted, no auth key)"},
+                     "security": "0x20 (encrypted, no auth key)",
+                     "bytecode": {c: CONDITIONS[c] for c in order}},
         "date": started, "wall_s": round(time.monotonic() - t, 1), "machine": machine(),
     }
     print(json.dumps(summary))
