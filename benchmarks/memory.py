@@ -3,7 +3,10 @@
 PSS (``Pss`` of /proc/PID/smaps_rollup) splits every shared page among the
 processes that map it, so one process's figure depends on its neighbours: the
 same reader holds more PSS alone than beside a decoder and publishers that map
-the same interpreter, libzmq and stdlib pages. Both figures are measured:
+the same interpreter, libzmq and stdlib pages (and any other Python process on
+the machine that maps the same interpreter lowers it too). ``Pss_Anon``, the
+process's own heap and written pages, depends on nobody else and is shown beside
+it. Both figures are measured:
 
 * **standalone**: each kind started alone (``python -m <module> --config FILE``,
   the environment supervisord gives it) with a one-meter config, while this
@@ -94,8 +97,17 @@ def _tail(log: Path | None) -> str:
     return f"\n{log.read_text(errors='replace')[-2000:]}" if log is not None and log.exists() else ""
 
 
+def anon_kb(pid: int) -> int:
+    """Pss_Anon: the process's own heap, stacks and written pages, which no other process shares."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss_Anon:"):
+            return int(line.split()[1])
+    return 0
+
+
 def memory(pid: int) -> dict[str, float]:
-    return {"pss_mb": round(pss_kb(pid) / 1024, 1), "rss_mb": round(rss_kb(pid) / 1024, 1)}
+    return {"pss_mb": round(pss_kb(pid) / 1024, 1), "anon_mb": round(anon_kb(pid) / 1024, 1),
+            "rss_mb": round(rss_kb(pid) / 1024, 1)}
 
 
 class JournalSocket:
@@ -404,8 +416,7 @@ def report(alone: dict[str, dict[str, float]], together: dict[str, dict[str, flo
         rows[kind] = {
             "standalone": alone.get(kind),
             "running_set": {"count": len(procs),
-                            "pss_mb": max((p["pss_mb"] for p in procs), default=None),
-                            "rss_mb": max((p["rss_mb"] for p in procs), default=None)},
+                            **{k: max((p[k] for p in procs), default=None) for k in ("pss_mb", "anon_mb", "rss_mb")}},
         }
     return rows
 
@@ -433,7 +444,7 @@ def measure(args: argparse.Namespace, condition: str) -> dict[str, Any]:
 def shown(m: dict[str, float] | None, count: int = 1) -> str:
     if m is None or m.get("pss_mb") is None:
         return "-"
-    text = f"{m['pss_mb']:.1f} ({m['rss_mb']:.1f})"
+    text = f"{m['pss_mb']:.1f} ({m['anon_mb']:.1f})"
     return text + (f" max of {count}" if count > 1 else "")
 
 
@@ -467,8 +478,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     gate = "cached" if "cached" in results else conditions[0]
     reader_max = results[gate]["reader_pss_mb_max"]
     ok = reader_max <= TARGET_READER_PSS_MB
-    print(f"PSS (RSS) in MB per process; the running set is supervisord, decoder, csv, mqtt, journal "
-          f"and {args.meters} reader(s)")
+    print(f"PSS in MB per process (in parentheses: its Pss_Anon, which no other process shares); the running "
+          f"set is supervisord, decoder, csv, mqtt, journal and {args.meters} reader(s)")
     order = [c for c in ("cached", "source") if c in results]
     for c in order:
         print(f"  {c}: {CONDITIONS[c]}")
