@@ -5,12 +5,15 @@ meter (benchmarks/memory.py measures it). These modules belong to other
 processes or are loaded only when needed, and each costs memory in every reader
 that loads it. The first test imports the reader's main module; the second runs
 a reader process that forwards a frame and stops, with ``-X importtime``, so an
-import made while it runs (inside a function) counts too.
+import made while it runs (inside a function) counts too. The last one checks
+that ``--help`` keeps the width argparse would give it without its shutil import.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,9 +21,11 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+import pytest
 import zmq
 
 from meterpipe.common.link.build import hdlc_frame
+from meterpipe.common.process import add_config_argument, base_parser, terminal_columns
 
 FRAME = hdlc_frame(b"\xe6\xe7\x00\x0f\x00\x00\x00\x01meterpipe test push", destination=b"\xff", source=b"\x03")
 
@@ -100,3 +105,20 @@ def test_a_running_reader_loads_none_of_them(tmp_path: Path) -> None:
     modules = imported(stderr)
     assert {"meterpipe.reader.service", "serial", "msgpack"} <= modules
     assert unwanted(modules) == {}
+
+
+@pytest.mark.parametrize("columns", [None, "40", "132", "0", "junk"])
+def test_help_keeps_the_width_argparse_gives_it(monkeypatch: pytest.MonkeyPatch, columns: str | None) -> None:
+    """base_parser passes the width instead of letting argparse import shutil for it: same text."""
+    if columns is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    else:
+        monkeypatch.setenv("COLUMNS", columns)
+    ours = base_parser("meterpipe-reader", "Read one meter's serial port and push its frames.")
+    stock = argparse.ArgumentParser(prog="meterpipe-reader", description="Read one meter's serial port and push its frames.")
+    add_config_argument(stock)
+    stock.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    for parser in (ours, stock):
+        parser.add_argument("--meter", required=True, help="name of the meter in the config ([[meters]] name)")
+    assert ours.format_help() == stock.format_help()
+    assert terminal_columns() == shutil.get_terminal_size().columns
