@@ -43,7 +43,7 @@ from typing import Any
 
 from meterpipe.common import endpoints as ep
 from meterpipe.common.config_fields import Section, loose_mode, type_name
-from meterpipe.common.curve import check_security
+from meterpipe.common.curve_keys import check_security
 from meterpipe.common.endpoints import EndpointsConfig
 from meterpipe.common.errors import ConfigError, SchemaError
 from meterpipe.common.publisher_config import PublishersConfig, publishers_config

@@ -9,7 +9,6 @@ part of it: at most how many hex digits it has, or a fingerprint.
 
 from __future__ import annotations
 
-import difflib
 import os
 import stat
 from collections.abc import Mapping, Sequence
@@ -42,6 +41,8 @@ def type_name(value: object) -> str:
 
 def unknown_setting(path: str, name: str, known: Sequence[str]) -> ConfigError:
     """``unknown setting; did you mean baudrate?`` for ``meters.house.baudrat``."""
+    import difflib  # only for a config error: every process loads the config, few get one
+
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
     if close:
         hint = f"did you mean {close[0]}?"

@@ -11,8 +11,6 @@ involved. Keys never appear in an error: use :func:`fingerprint`.
 
 from __future__ import annotations
 
-import hashlib
-
 _EXCERPT_BYTES = 24
 
 
@@ -24,6 +22,8 @@ def excerpt(data: bytes, limit: int = _EXCERPT_BYTES) -> str:
 
 def fingerprint(secret: bytes) -> str:
     """A non-reversible 8-hex-digit tag for a key, safe to log."""
+    import hashlib  # loads OpenSSL: only for the few callers that show a key's fingerprint
+
     return hashlib.sha256(b"meterpipe-key-fingerprint:" + secret).hexdigest()[:8]
 
 
@@ -41,7 +41,7 @@ class MeterpipeError(Exception):
     def __str__(self) -> str:
         return self.message
 
-    def for_meter(self, meter: str) -> "MeterpipeError":
+    def for_meter(self, meter: str) -> MeterpipeError:
         """Attach the meter name when the layer that raised did not know it."""
         if self.meter is None:
             self.meter = meter

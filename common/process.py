@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import random
 import signal
 import sys
@@ -59,9 +60,32 @@ def load_config_or_exit(path: str | None) -> Config:
     return config
 
 
+def terminal_columns() -> int:
+    """``shutil.get_terminal_size().columns``: $COLUMNS, else the terminal's width, else 80."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0 and sys.__stdout__ is not None:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (AttributeError, ValueError, OSError):  # not a terminal, closed, detached
+            columns = 0
+    return columns if columns > 0 else 80
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's own formatter at the same width, given rather than looked up: argparse
+    looks it up with ``import shutil``, which loads zlib, bz2 and lzma (0.4 MB in every
+    process, one reader per meter) when the parser is built, not only for ``--help``."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, width=terminal_columns() - 2)
+
+
 def base_parser(prog: str, description: str, *, verbose: bool = True) -> argparse.ArgumentParser:
     """An argument parser with ``--config FILE`` (and ``-v/--verbose`` for processes that log)."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter)
     add_config_argument(parser)
     if verbose:
         parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")

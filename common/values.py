@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from meterpipe.common.errors import SchemaError
+
+if TYPE_CHECKING:
+    from decimal import Decimal
 
 MAX_EXPONENT = 128  # a COSEM scaler is an int8; beyond it decimal text would grow without bound
 _OBIS = re.compile(r"^\d{1,3}-\d{1,3}:\d{1,3}\.\d{1,3}\.\d{1,3}(\*\d{1,3})?$")
@@ -35,6 +37,8 @@ def split_decimal(value: Decimal | float | int) -> tuple[int, int]:
         return int(value), 0
     if isinstance(value, int):
         return value, 0
+    from decimal import Decimal  # the decoder's mapping calls this: readers never load decimal
+
     dec = value if isinstance(value, Decimal) else Decimal(repr(float(value)))
     if not dec.is_finite():
         raise SchemaError(f"value {value!r} is not a finite number")

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import zmq
 
-from meterpipe.common.curve import secure_frames_server
+from meterpipe.common.curve_keys import server_enabled
 from meterpipe.common.endpoints import ensure_ipc_dir, replay_endpoint
 from meterpipe.common.errors import ConfigError
 from meterpipe.common.logs import setup_logging
@@ -59,7 +59,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     auth = None
     endpoint = config.endpoints.frames
     try:
-        auth = secure_frames_server(ctx, pull, config.endpoints)  # CurveZMQ when configured
+        if server_enabled(config.endpoints):
+            # The authenticator thread (zmq.auth.thread) imports asyncio: only with CurveZMQ.
+            from meterpipe.common.curve import secure_frames_server
+
+            auth = secure_frames_server(ctx, pull, config.endpoints)
         for sock, endpoint in bindings:
             ensure_ipc_dir(endpoint)
             sock.bind(endpoint)

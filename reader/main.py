@@ -17,8 +17,8 @@ from meterpipe.common.config import MeterConfig
 from meterpipe.common.errors import ConfigError
 from meterpipe.common.logs import setup_logging
 from meterpipe.common.process import EXIT_OK, StopFlag, base_parser, config_error_exit, load_config_or_exit
-from meterpipe.reader.port import open_serial, SerialLike
-from meterpipe.reader.service import connect_frames_socket, ReaderService
+from meterpipe.reader.port import SerialLike, open_serial
+from meterpipe.reader.service import ReaderService, connect_frames_socket
 
 log = logging.getLogger(__name__)
 

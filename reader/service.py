@@ -22,14 +22,14 @@ from typing import Final
 import zmq
 
 from meterpipe.common.config import MeterConfig
+from meterpipe.common.curve_keys import secure_frames_client
 from meterpipe.common.endpoints import EndpointsConfig
-from meterpipe.common.curve import secure_frames_client
 from meterpipe.common.errors import ChecksumError, FrameError
-from meterpipe.common.schema import Frame
 from meterpipe.common.link.cutter import make_framer
 from meterpipe.common.link.frames import LinkFrame
-from meterpipe.reader.outbox import Outbox, PushSocket
 from meterpipe.common.process import Backoff
+from meterpipe.common.schema import Frame
+from meterpipe.reader.outbox import Outbox, PushSocket
 from meterpipe.reader.port import PortKeeper, SerialLike
 
 log = logging.getLogger(__name__)

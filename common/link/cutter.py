@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from meterpipe.common.schema import LinkLayer
-from meterpipe.common.link.p1 import TelegramBuffer
 from meterpipe.common.link.frames import DEFAULT_MAX_BUFFER, Framer, LinkFrame, NeedData
+from meterpipe.common.schema import LinkLayer
 
 
 class FrameCutter(Protocol):
@@ -28,5 +27,7 @@ def make_framer(link: LinkLayer, max_buffer: int = DEFAULT_MAX_BUFFER) -> FrameC
     """DSMR telegrams for ``dsmr``; HDLC and/or M-Bus frames otherwise (bare APDUs
     have no framing on a serial line, so ``apdu`` and ``auto`` look for both)."""
     if link is LinkLayer.DSMR:
+        from meterpipe.common.link.p1 import TelegramBuffer  # P1 meters only: an HDLC reader never loads it
+
         return TelegramBuffer(max_buffer)
     return Framer(link if link in (LinkLayer.HDLC, LinkLayer.MBUS) else LinkLayer.AUTO, max_buffer)

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import Final
 
 from meterpipe.common.errors import BufferOverflowError, ChecksumError, FrameError
-from meterpipe.common.schema import LinkLayer
 from meterpipe.common.link.crc import crc16_x25, mbus_checksum
+from meterpipe.common.schema import LinkLayer
 
 HDLC_FLAG: Final = 0x7E
 MBUS_START: Final = 0x68
@@ -36,9 +36,9 @@ DEFAULT_MAX_BUFFER: Final = 16 * 1024
 class NeedData:
     """Sentinel type: the framer needs more bytes."""
 
-    _instance: "NeedData | None" = None
+    _instance: NeedData | None = None
 
-    def __new__(cls) -> "NeedData":
+    def __new__(cls) -> NeedData:
         if cls._instance is None:
             cls._instance = super().__new__(cls)
         return cls._instance

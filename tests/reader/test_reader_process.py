@@ -23,9 +23,9 @@ import pytest
 import zmq
 
 from meterpipe.common.config import MeterConfig
-from meterpipe.common.schema import Frame, LinkLayer, decode_frame
 from meterpipe.common.link.crc import crc16_x25
 from meterpipe.common.link.frames import parse_frame
+from meterpipe.common.schema import Frame, LinkLayer, decode_frame
 from meterpipe.reader.port import SerialLike, open_serial
 from meterpipe.reader.service import FrameErrorLog, ReaderService, connect_frames_socket
 from tests.conftest import CORPUS, corpus_path

@@ -20,13 +20,8 @@ import zmq
 import zmq.auth
 
 from meterpipe.common.config import config_from_dict
-from meterpipe.common.curve import (
-    FramesAuthenticator,
-    exposed_host,
-    is_loopback,
-    secure_frames_client,
-    secure_frames_server,
-)
+from meterpipe.common.curve import FramesAuthenticator, secure_frames_server
+from meterpipe.common.curve_keys import exposed_host, is_loopback, secure_frames_client
 from meterpipe.common.endpoints import EndpointsConfig
 from meterpipe.common.errors import ConfigError
 from meterpipe.common.schema import Frame, LinkLayer, decode_frame, encode_frame
