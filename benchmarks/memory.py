@@ -44,15 +44,16 @@ from typing import Any
 
 from _harness import (
     PY,
-    MeterSpec,
-    Mosquitto,
     Pty,
-    Supervisor,
+    bench_broker,
+    bench_supervisor,
     cleanup,
     machine,
+    meter_entry,
     now_utc,
     pss_kb,
     rss_kb,
+    running_set,
     short_dir,
     stop_process,
     write_config,
@@ -138,7 +139,7 @@ class Setup:
     """One run directory: a key, a pty per meter, mosquitto, the journal socket and the config."""
 
     def __init__(self, meters: int) -> None:
-        from meterpipe.simulator.main import MeterSimulator
+        from meterpipe.simulator.meter import MeterSimulator
 
         self.rundir = short_dir("mpm-")
         key = os.urandom(16)
@@ -146,10 +147,11 @@ class Setup:
         self.names = [f"m{i + 1}" for i in range(meters)]
         self.sims = [MeterSimulator("e450", key=key, seed=i) for i in range(meters)]
         self.ptys = [Pty() for _ in range(meters)]
-        self.broker = Mosquitto(self.rundir)
+        self.broker = bench_broker(self.rundir)
         self.journal = JournalSocket(self.rundir / "journal.sock")
-        specs = [MeterSpec(n, p.path, key_file=key_file) for n, p in zip(self.names, self.ptys)]
-        self.config = write_config(self.rundir, specs, csv_dir=self.rundir / "csv", mqtt_port=self.broker.port)
+        specs = [meter_entry(n, p.path, key_file) for n, p in zip(self.names, self.ptys)]
+        self.config = write_config(self.rundir, specs, csv_dir=self.rundir / "csv",
+                                   mqtt={"port": self.broker.port, "spool_path": self.rundir / "mqtt-spool.sqlite"})
         with self.config.open("a") as f:
             f.write(f'[publishers.journal]\nenabled = true\nsocket = "{self.journal.path}"\n')
         self.pushes = 0
@@ -268,14 +270,11 @@ def measure_alone(s: Setup, kind: str, settle: float) -> dict[str, float]:
 
 
 def measure_set(s: Setup, seconds: float, settle: float) -> dict[str, dict[str, float]]:
-    sup = Supervisor(s.rundir, s.config)
+    sup = bench_supervisor(s.rundir, s.config)
     mqtt = MqttCount(s.broker.port)
     start = s.journal.entries
     try:
-        pids = sup.pids(len(s.names) + 4)  # readers, decoder, csv, mqtt, journal
-        missing = {f"reader-{n}" for n in s.names} | {"decoder", "csv", "mqtt", "journal"}
-        if missing - set(pids):
-            raise RuntimeError(f"running set: no process found for {', '.join(sorted(missing - set(pids)))}")
+        pids = running_set(sup)  # supervisord and every program: readers, decoder, csv, mqtt, journal
         deadline = time.monotonic() + 90
         while not (mqtt.messages and s.journal.entries > start):  # start-up, connections
             if time.monotonic() > deadline:
