@@ -83,10 +83,14 @@ class HelpFormatter(argparse.HelpFormatter):
         super().__init__(prog, width=terminal_columns() - 2)
 
 
-def base_parser(prog: str, description: str, *, verbose: bool = True) -> argparse.ArgumentParser:
-    """An argument parser with ``--config FILE`` (and ``-v/--verbose`` for processes that log)."""
+def base_parser(
+    prog: str, description: str, *, verbose: bool = True, config: bool = True
+) -> argparse.ArgumentParser:
+    """An argument parser with ``--config FILE`` (unless ``config`` is false: commands that
+    read no config) and ``-v/--verbose`` (for processes that log)."""
     parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter)
-    add_config_argument(parser)
+    if config:
+        add_config_argument(parser)
     if verbose:
         parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     return parser

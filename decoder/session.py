@@ -108,6 +108,7 @@ class MeterDecoder:
         except FrameError as exc:
             return [exc.for_meter(self.meter)]
         if frame.link is LinkLayer.APDU:
+            self.frames_ok += 1  # a bare APDU is its own frame
             self._on_apdu(raw, now_ns, out)
         else:
             self._on_frame(frame, now_ns, out)

@@ -71,7 +71,7 @@ class MeterStatus:
         self._set_error(exc.message, exc.kind)  # the kind travels beside it, never inside
 
     def _set_error(self, text: str | None, kind: str | None) -> None:
-        if text != self.last_error:
+        if (text, kind) != (self.last_error, self.last_error_kind):
             self.last_error, self.last_error_kind = text, kind
             self._changed = True
 

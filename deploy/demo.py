@@ -27,14 +27,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from meterpipe.common.endpoints import default_endpoints, demo_runtime_dir, make_private_dir
+from meterpipe.common.instances import holder_pid, record_holder, take_lock
 from meterpipe.common.process import EXIT_UNAVAILABLE, StopFlag, load_config_or_exit
 from meterpipe.deploy.programs import programs_conf, section
 from meterpipe.deploy.supervise import (
     already_running,
-    running_pid,
     supervisor_env,
     supervisord_command,
-    take_lock,
     write_programs,
 )
 
@@ -102,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     make_private_dir(rundir.parent)  # the main runtime directory is private too
     lock = take_lock(rundir)
     if lock is None:
-        print(already_running(running_pid(rundir) or 0, rundir).replace("meterpipe is", "a meterpipe demo is"),
+        print(already_running(holder_pid(rundir) or 0, rundir).replace("meterpipe is", "a meterpipe demo is"),
               file=sys.stderr)
         return EXIT_UNAVAILABLE
     data_dir = args.data_dir.resolve()
@@ -119,6 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             supervisord_command(), env=supervisor_env(config, rundir), stdout=log_file, stderr=subprocess.STDOUT,
             pass_fds=(lock,),  # supervisord holds the instance lock too, for as long as it runs
         )
+    record_holder(lock, supervisord.pid)
     try:
         return _show(config.endpoints.readings, args.seconds, args.json, supervisord)
     finally:

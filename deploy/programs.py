@@ -19,7 +19,6 @@ from meterpipe.common.config import Config
 
 # What every program shares, with the reason for each value.
 COMMON_OPTIONS = """\
-startretries=1000              ; a meter unplugged for hours comes back without a FATAL
 autorestart=unexpected         ; restart after a crash or a kill, never after a clean stop
 exitcodes=0,2                  ; 0 = stopped or disabled, 2 = config error: a restart would not help
 stopsignal=TERM                ; handlers only set a stop flag; every loop sees it within 0.5 s
@@ -40,6 +39,7 @@ class Program:
     per_meter: bool = False  # one process per [[meters]] entry, with --meter <name>
     startsecs: int = 2  # must stay up this long to count as started
     stopwaitsecs: int = 5  # then SIGKILL; linger is bounded, so this is never needed
+    startretries: int = 10  # then FATAL, which `meterpipe status` shows
 
 
 PROGRAMS: tuple[Program, ...] = (
@@ -49,7 +49,8 @@ PROGRAMS: tuple[Program, ...] = (
     # In-flight QoS 1 messages stay in the on-disk spool anyway.
     Program("mqtt", "meterpipe.publishers.mqtt.main", priority=20, publisher="mqtt", stopwaitsecs=10),
     Program("journal", "meterpipe.publishers.journal", priority=20, publisher="journal"),
-    Program("reader", "meterpipe.reader.main", priority=30, per_meter=True),
+    # A reader reconnects to its port by itself; 1000 tries outlast a meter unplugged for hours.
+    Program("reader", "meterpipe.reader.main", priority=30, per_meter=True, startretries=1000),
 )
 
 
@@ -60,19 +61,20 @@ def section(
     priority: int,
     startsecs: int = 2,
     stopwaitsecs: int = 5,
+    startretries: int = 10,
     autostart: bool = True,
 ) -> str:
     """The text of one ``[program:<name>]`` section."""
     return (
         f"[program:{name}]\ncommand={command}\npriority={priority}\n"
         f"autostart={'true' if autostart else 'false'}\n"
-        f"startsecs={startsecs}\nstopwaitsecs={stopwaitsecs}\n{COMMON_OPTIONS}"
+        f"startsecs={startsecs}\nstartretries={startretries}\nstopwaitsecs={stopwaitsecs}\n{COMMON_OPTIONS}"
     )
 
 
 def _section(program: Program, name: str, command: str, *, autostart: bool = True) -> str:
     return section(name, command, priority=program.priority, startsecs=program.startsecs,
-                   stopwaitsecs=program.stopwaitsecs, autostart=autostart)
+                   stopwaitsecs=program.stopwaitsecs, startretries=program.startretries, autostart=autostart)
 
 
 def _command(program: Program, meter: str | None = None) -> str:

@@ -1,8 +1,8 @@
 """``meterpipe run | status | stop``: the pipeline under supervisord.
 
 ``run`` validates the config (exit 2 with one line on error), takes the runtime
-directory's instance lock (exit 3, touching nothing, when another ``meterpipe
-run`` holds it), writes ``programs.conf`` from the program table
+directory's instance lock (:mod:`meterpipe.common.instances`; exit 3, touching
+nothing, when another ``meterpipe run`` holds it), writes ``programs.conf`` from the program table
 (:mod:`meterpipe.deploy.programs`) and replaces itself with supervisord running
 ``deploy/supervisord.conf`` in the foreground. The lock's descriptor survives
 the exec, so it is held exactly as long as that supervisord lives (supervisord
@@ -13,9 +13,6 @@ same pieces in a runtime directory of its own.
 
 from __future__ import annotations
 
-import argparse
-import errno
-import fcntl
 import importlib.resources
 import os
 import subprocess
@@ -25,10 +22,9 @@ from pathlib import Path
 
 from meterpipe.common.config import Config
 from meterpipe.common.endpoints import demo_runtime_dir, make_private_dir, runtime_dir
+from meterpipe.common.instances import LOCK_NAME, holder_pid, keep_across_exec, record_holder, take_lock
 from meterpipe.common.process import EXIT_UNAVAILABLE, base_parser, load_config_or_exit
 from meterpipe.deploy.programs import programs_conf
-
-LOCK_NAME = "meterpipe.lock"
 
 
 def supervisord_conf() -> Path:
@@ -70,49 +66,6 @@ def supervisorctl(rundir: Path, *args: str, capture: bool = False) -> subprocess
     return subprocess.run(command, env=supervisor_env(None, rundir), capture_output=capture, text=True, check=False)
 
 
-# --- one instance per runtime directory ---------------------------------------------
-
-
-def take_lock(rundir: Path) -> int | None:
-    """The descriptor of ``rundir``'s instance lock, taken; None when another process holds it.
-
-    The descriptor is inheritable so that it survives ``exec`` into supervisord.
-    Opening the lock file never changes it, so a refused second instance leaves
-    every file of the first one as it was.
-    """
-    make_private_dir(rundir)
-    fd = os.open(rundir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        os.close(fd)
-        if exc.errno in (errno.EAGAIN, errno.EACCES):
-            return None
-        raise
-    os.set_inheritable(fd, True)
-    return fd
-
-
-def running_pid(rundir: Path) -> int | None:
-    """The pid of the supervisord that holds ``rundir``'s lock, or None when none does."""
-    path = rundir / LOCK_NAME
-    if not path.exists():
-        return None
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:
-        pass  # held: read the pid below
-    else:
-        return None  # nobody holds it
-    finally:
-        os.close(fd)
-    try:
-        return int((rundir / "supervisord.pid").read_text().strip())
-    except (OSError, ValueError):
-        return 0  # held, but supervisord has not written its pid yet
-
-
 def already_running(pid: int, rundir: Path) -> str:
     shown = str(pid) if pid else "starting"
     return (f"meterpipe is already running (supervisord pid {shown}, runtime directory {rundir}): "
@@ -125,9 +78,12 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = load_config_or_exit(args.config)
     rundir = runtime_dir()
-    if take_lock(rundir) is None:
-        print(already_running(running_pid(rundir) or 0, rundir), file=sys.stderr)
+    lock = take_lock(rundir)
+    if lock is None:
+        print(already_running(holder_pid(rundir) or 0, rundir), file=sys.stderr)
         return EXIT_UNAVAILABLE
+    record_holder(lock, os.getpid())  # exec keeps the pid: it is supervisord's
+    keep_across_exec(lock)
     write_programs(rundir, programs_conf(config))
     env = supervisor_env(config, rundir)
     command = supervisord_command()
@@ -138,7 +94,7 @@ def run_main(argv: Sequence[str] | None = None) -> int:
 def _not_running(rundir: Path) -> str:
     line = f"meterpipe is not running (no supervisord holds {rundir / LOCK_NAME}); start it with 'meterpipe run'"
     demo = demo_runtime_dir()
-    pid = running_pid(demo)
+    pid = holder_pid(demo)
     if pid is not None:
         line += f"\na meterpipe demo is running (supervisord pid {pid or 'starting'}, runtime directory {demo})"
     return line
@@ -146,10 +102,10 @@ def _not_running(rundir: Path) -> str:
 
 def status_main(argv: Sequence[str] | None = None) -> int:
     """Print every process's state; exit 0 when all enabled ones run, 3 otherwise."""
-    argparse.ArgumentParser(prog="meterpipe status", description="Show the state of every process of "
-                            "'meterpipe run' (exit 0 when every enabled one runs).").parse_args(argv)
+    base_parser("meterpipe status", "Show the state of every process of 'meterpipe run' (exit 0 when every "
+                "enabled one runs).", verbose=False, config=False).parse_args(argv)
     rundir = runtime_dir(create=False)
-    if running_pid(rundir) is None:
+    if holder_pid(rundir) is None:
         print(_not_running(rundir))
         return EXIT_UNAVAILABLE
     result = supervisorctl(rundir, "status", capture=True)
@@ -161,9 +117,9 @@ def status_main(argv: Sequence[str] | None = None) -> int:
 
 
 def stop_main(argv: Sequence[str] | None = None) -> int:
-    argparse.ArgumentParser(prog="meterpipe stop", description="Stop a running 'meterpipe run'.").parse_args(argv)
+    base_parser("meterpipe stop", "Stop a running 'meterpipe run'.", verbose=False, config=False).parse_args(argv)
     rundir = runtime_dir(create=False)
-    if running_pid(rundir) is None:
+    if holder_pid(rundir) is None:
         print(_not_running(rundir))
         return EXIT_UNAVAILABLE
     return supervisorctl(rundir, "shutdown").returncode

@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import TextIO
 
 from meterpipe.common.config import CONFIG_ENV
-from meterpipe.common.endpoints import READINGS_NAME, default_endpoints, demo_runtime_dir, ipc_path
+from meterpipe.common.endpoints import READINGS_NAME, default_endpoints, demo_runtime_dir, runtime_dir
 from meterpipe.common.errors import ConfigError
+from meterpipe.common.instances import holder_pid
 from meterpipe.common.process import StopFlag, base_parser, config_error_exit
 from meterpipe.common.schema import ReadingsMessage, Status, reading_topic, readings_json, status_topic
 from meterpipe.publishers.subscriber import Handler, run_subscriber
@@ -40,15 +41,9 @@ def find_endpoint(endpoint: str | None, config: str | None) -> str:
 
         return load_config(path).endpoints.readings
     readings = default_endpoints(create=False).readings
-    demo = f"ipc://{demo_runtime_dir() / READINGS_NAME}"
-    if not _socket_exists(readings) and _socket_exists(demo):
-        return demo
+    if holder_pid(runtime_dir(create=False)) is None and holder_pid(demo_runtime_dir()) is not None:
+        return f"ipc://{demo_runtime_dir() / READINGS_NAME}"  # only a demo runs: watch that
     return readings
-
-
-def _socket_exists(endpoint: str) -> bool:
-    path = ipc_path(endpoint)
-    return path is not None and path.exists()
 
 
 def format_table(msg: ReadingsMessage) -> str:
@@ -105,11 +100,7 @@ class TapHandler(Handler):
             self._out.write(json.dumps(readings_json(msg), ensure_ascii=False) + "\n")
         else:
             self._out.write(format_table(msg) + "\n\n")
-        self._out.flush()
-        if self._left is not None:
-            self._left -= 1
-            if self._left <= 0:
-                self._stop.set()
+        self._printed()
 
     def on_status(self, status: Status) -> None:
         if not status_topic(status.meter).startswith(self._prefix):
@@ -120,7 +111,15 @@ class TapHandler(Handler):
             self._out.write(json.dumps(record) + "\n")
         else:
             self._out.write(format_status(status) + "\n\n")
+        self._printed()
+
+    def _printed(self) -> None:
+        """One message printed: flush, and stop after ``--count`` of them."""
         self._out.flush()
+        if self._left is not None:
+            self._left -= 1
+            if self._left <= 0:
+                self._stop.set()
 
 
 
@@ -128,9 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = base_parser("meterpipe tap", "Print readings and status messages as the decoder publishes them.",
                          verbose=False)
     parser.add_argument("--topic", default="reading/", help="topic prefix: reading/, reading/house, status/ or '' for all")
-    parser.add_argument("--json", action="store_true", help="one JSON object per push")
+    parser.add_argument("--json", action="store_true", help="one JSON object per message")
     parser.add_argument("--endpoint", help="readings endpoint, e.g. ipc:///run/meterpipe/readings")
-    parser.add_argument("--count", type=int, help="exit after N pushes")
+    parser.add_argument("--count", type=int, help="exit after N messages (pushes or status, as --topic selects)")
     parser.add_argument("--seconds", type=float, help="exit after S seconds")
     args = parser.parse_args(argv)
     try:

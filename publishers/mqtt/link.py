@@ -30,6 +30,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from meterpipe.common.errors import ConfigError
+from meterpipe.common.process import Backoff
 from meterpipe.common.publisher_config import MqttConfig
 from meterpipe.publishers.mqtt.spool import Spool
 
@@ -38,8 +39,6 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 2.0
 
 WINDOW = 100
-BACKOFF_FIRST = 1.0
-BACKOFF_MAX = 60.0
 LOGIN_REFUSED = ("MQTT broker refused the login (bad username or password): check "
                  "publishers.mqtt.username/password")
 _LOGIN_CODES = frozenset({4, 5, 134, 135})  # 3.1.1 rc 4/5, MQTT 5 "bad user name or password"/"not authorized"
@@ -126,7 +125,7 @@ class MqttLink:
         self.delivered = 0
         self._client: mqtt.Client | None = None
         self._next_attempt = 0.0
-        self._backoff = BACKOFF_FIRST
+        self._backoff = Backoff(initial=1.0, cap=60.0, jitter=0.0)  # one client: no storm to spread
         self._last_error: str | None = None
         self._inflight: dict[int, int] = {}  # mid -> spool row id
         self._last_sent = 0  # highest spool id handed to paho on this connection
@@ -146,7 +145,7 @@ class MqttLink:
                 self._fail(f"MQTT broker at {self.cfg.host}:{self.cfg.port} refused the connection: {rc}")
             return
         self.connected = True
-        self._backoff = BACKOFF_FIRST
+        self._backoff.reset()
         self._inflight.clear()
         self._last_sent = 0
         if self._last_error is not None:
@@ -180,9 +179,8 @@ class MqttLink:
     def _fail(self, message: str) -> None:
         self.connected = False
         now = self.clock()
-        delay = self._backoff
+        delay = self._backoff.next_delay()
         self._next_attempt = now + delay
-        self._backoff = min(self._backoff * 2, BACKOFF_MAX)
         if message != self._last_error:
             log.error("%s; retrying in %.0f s", message, delay)
         else:

@@ -50,3 +50,4 @@ def test_last_error_holds_the_message_and_the_kind_travels_beside_it() -> None:
     st.error(ChecksumError("HDLC frame check sequence (FCS) mismatch"))
     bad = st.due(17 * S)
     assert bad is not None and bad.last_error == "HDLC frame check sequence (FCS) mismatch"
+    assert bad.last_error_kind == "checksum"
