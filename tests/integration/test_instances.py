@@ -9,6 +9,9 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -33,7 +36,21 @@ def _wait_running(env: dict[str, str], log: Path) -> None:
         time.sleep(0.5)
 
 
-def test_demo_and_second_run_leave_the_running_pipeline_alone(rundir: Path) -> None:
+@dataclass
+class Running:
+    """A `meterpipe run` of one simulated AM550 in ``rundir/rt``, as a user starts it."""
+
+    run: subprocess.Popen[bytes]
+    config: Path
+    runtime: Path
+    env: dict[str, str]
+    log: Path
+    stop: subprocess.CompletedProcess[str] | None = None
+
+
+@contextmanager
+def meterpipe_run(rundir: Path) -> Iterator[Running]:
+    """Start it, wait until every program runs, and on the way out `meterpipe stop` it."""
     meter = SimMeter("house", "am550")
     start_simulator(meter, rundir, INTERVAL)
     config = rundir / "meterpipe.toml"
@@ -45,42 +62,52 @@ def test_demo_and_second_run_leave_the_running_pipeline_alone(rundir: Path) -> N
     log = rundir / "run.log"
     with open(log, "wb") as out:
         run = subprocess.Popen([*CLI, "run", "--config", str(config)], env=env, stdout=out, stderr=subprocess.STDOUT)
-    collector = Collector(f"ipc://{runtime}/readings").start()
+    running = Running(run, config, runtime, env, log)
     try:
         _wait_running(env, log)
-        collector.wait_for(lambda: len(collector.of("house")) >= 2, 20, "the running pipeline's first pushes")
-        pid_file = runtime / "supervisord.pid"
-        before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in (runtime / "programs.conf", pid_file)}
-
-        second = _cli("run", "--config", str(config), env=env)
-        assert second.returncode == 3, second.stderr
-        pid = pid_file.read_text().strip()
-        assert second.stderr.strip() == (
-            f"meterpipe is already running (supervisord pid {pid}, runtime directory {runtime}): "
-            "use 'meterpipe status' or 'meterpipe stop'"
-        )
-        after = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in (runtime / "programs.conf", pid_file)}
-        assert after == before, "the refused second run touched the first one's files"
-
-        started = time.monotonic()
-        demo = _cli("demo", "--seconds", "20", "--data-dir", str(rundir / "demo-data"), "--json", env=env, timeout=90)
-        demo_s = time.monotonic() - started
-        assert demo.returncode == 0, demo.stdout + demo.stderr
-        demo_meters = {m for m in re.findall(r'"meter": "(\w+)"', demo.stdout)}
-        assert demo_meters == {"house", "flat"}, demo.stdout[-2000:]
-        time.sleep(2 * INTERVAL)
-        assert run.poll() is None and _cli("status", env=env).returncode == 0
+        yield running
     finally:
-        stop = _cli("stop", env=env)
+        running.stop = _cli("stop", env=env)
         try:
             run.wait(timeout=30)
         finally:
             if run.poll() is None:
                 run.kill()
                 run.wait()
-            collector.stop()
             stop_process(meter.proc)
-    assert stop.returncode == 0
+
+
+def test_demo_and_second_run_leave_the_running_pipeline_alone(rundir: Path) -> None:
+    runtime = rundir / "rt"
+    collector = Collector(f"ipc://{runtime}/readings").start()
+    try:
+        with meterpipe_run(rundir) as running:
+            run, config, env, log = running.run, running.config, running.env, running.log
+            collector.wait_for(lambda: len(collector.of("house")) >= 2, 20, "the running pipeline's first pushes")
+            pid_file = runtime / "supervisord.pid"
+            before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in (runtime / "programs.conf", pid_file)}
+
+            second = _cli("run", "--config", str(config), env=env)
+            assert second.returncode == 3, second.stderr
+            pid = pid_file.read_text().strip()
+            assert second.stderr.strip() == (
+                f"meterpipe is already running (supervisord pid {pid}, runtime directory {runtime}): "
+                "use 'meterpipe status' or 'meterpipe stop'"
+            )
+            after = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in (runtime / "programs.conf", pid_file)}
+            assert after == before, "the refused second run touched the first one's files"
+
+            started = time.monotonic()
+            demo = _cli("demo", "--seconds", "20", "--data-dir", str(rundir / "demo-data"), "--json", env=env, timeout=90)
+            demo_s = time.monotonic() - started
+            assert demo.returncode == 0, demo.stdout + demo.stderr
+            demo_meters = {m for m in re.findall(r'"meter": "(\w+)"', demo.stdout)}
+            assert demo_meters == {"house", "flat"}, demo.stdout[-2000:]
+            time.sleep(2 * INTERVAL)
+            assert run.poll() is None and _cli("status", env=env).returncode == 0
+    finally:
+        collector.stop()
+    assert running.stop is not None and running.stop.returncode == 0
     got = collector.of("house")
     seqs = [m.seq for m in got]
     frames = [m.frame_seq for m in got]
@@ -119,29 +146,10 @@ def test_status_says_when_only_a_demo_runs(rundir: Path) -> None:
 
 def test_the_lock_outlives_a_supervisord_reload(rundir: Path) -> None:
     """supervisord closes descriptors from 5 up when it reloads; the lock sits below that."""
-    meter = SimMeter("house", "am550")
-    start_simulator(meter, rundir, INTERVAL)
-    config = rundir / "meterpipe.toml"
-    config.write_text(f'[[meters]]\nname = "house"\nport = "{meter.link(rundir)}"\nlink = "hdlc"\n'
-                      f'model = "am550"\n\n[publishers.csv]\nenabled = false\n')
-    env = {**os.environ, "METERPIPE_RUNTIME_DIR": str(rundir / "rt")}
-    log = rundir / "run.log"
-    with open(log, "wb") as out:
-        run = subprocess.Popen([*CLI, "run", "--config", str(config)], env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        _wait_running(env, log)
-        from meterpipe.deploy.supervise import supervisorctl
+    from meterpipe.deploy.supervise import supervisorctl
 
-        assert supervisorctl(rundir / "rt", "reload", capture=True).returncode == 0
-        _wait_running(env, log)
-        second = _cli("run", "--config", str(config), env=env)
-        assert second.returncode == 3 and f"supervisord pid {run.pid}," in second.stderr, second.stderr
-    finally:
-        _cli("stop", env=env)
-        try:
-            run.wait(timeout=30)
-        finally:
-            if run.poll() is None:
-                run.kill()
-                run.wait()
-            stop_process(meter.proc)
+    with meterpipe_run(rundir) as running:
+        assert supervisorctl(running.runtime, "reload", capture=True).returncode == 0
+        _wait_running(running.env, running.log)
+        second = _cli("run", "--config", str(running.config), env=running.env)
+        assert second.returncode == 3 and f"supervisord pid {running.run.pid}," in second.stderr, second.stderr
