@@ -48,6 +48,7 @@ from meterpipe.common.endpoints import EndpointsConfig
 from meterpipe.common.errors import ConfigError, SchemaError
 from meterpipe.common.publisher_config import PublishersConfig, publishers_config
 from meterpipe.common.schema import LinkLayer, check_meter_name
+from meterpipe.common.web_config import WebConfig, web_config
 
 DEFAULT_PATH = Path("meterpipe.toml")
 CONFIG_ENV = "METERPIPE_CONFIG"
@@ -74,6 +75,7 @@ class Config:
     meters: tuple[MeterConfig, ...]
     endpoints: EndpointsConfig
     publishers: PublishersConfig = PublishersConfig()
+    web: WebConfig = WebConfig()
     source: Path | None = None  # the file it came from
     warnings: tuple[str, ...] = ()  # problems worth a log line that do not stop the start
 
@@ -133,6 +135,7 @@ def config_from_dict(
     meters = _meters(top)
     endpoints = _endpoints(top.sub("endpoints"), env, top.warnings)
     publishers = publishers_config(top.sub("publishers"), base)
+    web = web_config(top.sub("web"), publishers.history.path.parent)
     top.finish()
     warnings = list(top.warnings)
     if source is not None and top.inline_secrets and loose_mode(source):
@@ -140,7 +143,7 @@ def config_from_dict(
             f"config file {source} holds secrets inline ({', '.join(top.inline_secrets)}) "
             f"and is readable by group or others; run chmod 600 {source} or use key_file/key_env"
         )
-    return Config(meters=meters, endpoints=endpoints, publishers=publishers, source=source,
+    return Config(meters=meters, endpoints=endpoints, publishers=publishers, web=web, source=source,
                   warnings=tuple(warnings))
 
 

@@ -55,17 +55,27 @@ class JournalConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HistoryConfig:
+    enabled: bool = True
+    path: Path = Path("data/history.sqlite")  # default: beside the CSV directory
+    minute_retention_days: int = 400  # quarter-hour, hour and day rows are kept forever
+
+
+@dataclass(frozen=True, slots=True)
 class PublishersConfig:
     mqtt: MqttConfig = MqttConfig()
     csv: CsvConfig = CsvConfig()
     journal: JournalConfig = JournalConfig()
+    history: HistoryConfig = HistoryConfig()
 
 
 def publishers_config(s: Section | None, base: Path | None) -> PublishersConfig:
     if s is None:
-        return PublishersConfig(csv=_csv(None, base))
-    config = PublishersConfig(mqtt=_mqtt(s.sub("mqtt")), csv=_csv(s.sub("csv"), base),
-                              journal=_journal(s.sub("journal")))
+        csv = _csv(None, base)
+        return PublishersConfig(csv=csv, history=_history(None, csv))
+    csv = _csv(s.sub("csv"), base)
+    config = PublishersConfig(mqtt=_mqtt(s.sub("mqtt")), csv=csv, journal=_journal(s.sub("journal")),
+                              history=_history(s.sub("history"), csv))
     s.finish()
     return config
 
@@ -137,5 +147,19 @@ def _journal(s: Section | None) -> JournalConfig:
         return d
     config = JournalConfig(enabled=s.boolean("enabled", d.enabled),
                            socket=s.path_value("socket", d.socket) or d.socket)
+    s.finish()
+    return config
+
+
+def _history(s: Section | None, csv: CsvConfig) -> HistoryConfig:
+    d = HistoryConfig()
+    beside_csv = csv.directory.parent / "history.sqlite"
+    if s is None:
+        return HistoryConfig(path=beside_csv)
+    config = HistoryConfig(
+        enabled=s.boolean("enabled", d.enabled),
+        path=s.path_value("path", beside_csv) or beside_csv,
+        minute_retention_days=s.integer("minute_retention_days", d.minute_retention_days, low=1, unit=" days"),
+    )
     s.finish()
     return config

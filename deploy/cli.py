@@ -39,6 +39,10 @@ COMMANDS: Mapping[str, Command] = {
                         "play a simulated meter's pushes onto a serial port or pty"),
     "keys": Command("meterpipe.deploy.keys:main",
                     "CurveZMQ key pairs for readers on other hosts (secret keys never printed)"),
+    "history": Command("meterpipe.publishers.history.cli:main",
+                       "the history database: import the CSV publisher's files"),
+    "web": Command("meterpipe.web.cli:main",
+                   "the local web page: set the owner's password"),
     "check-config": Command("meterpipe.deploy.check_config:main",
                             "validate the config file and summarise it (keys never shown)"),
 }

@@ -49,6 +49,10 @@ PROGRAMS: tuple[Program, ...] = (
     # In-flight QoS 1 messages stay in the on-disk spool anyway.
     Program("mqtt", "meterpipe.publishers.mqtt.main", priority=20, publisher="mqtt", stopwaitsecs=10),
     Program("journal", "meterpipe.publishers.journal", priority=20, publisher="journal"),
+    # The only writer of the history database; it commits once a minute, so give it time to.
+    Program("history", "meterpipe.publishers.history.main", priority=20, publisher="history", stopwaitsecs=10),
+    # Reads the history database and the readings socket; serves the local web page.
+    Program("web", "meterpipe.web.main", priority=25, publisher="web"),
     # A reader reconnects to its port by itself; 1000 tries outlast a meter unplugged for hours.
     Program("reader", "meterpipe.reader.main", priority=30, per_meter=True, startretries=1000),
 )
@@ -87,6 +91,8 @@ def _command(program: Program, meter: str | None = None) -> str:
 def _enabled(program: Program, config: Config) -> bool:
     if program.publisher is None:
         return True
+    if program.publisher == "web":  # [web] is a top-level section, not a publisher's
+        return config.web.enabled
     return bool(getattr(config.publishers, program.publisher).enabled)
 
 
