@@ -59,6 +59,7 @@ class HistoryConfig:
     enabled: bool = True
     path: Path = Path("data/history.sqlite")  # default: beside the CSV directory
     minute_retention_days: int = 400  # quarter-hour, hour and day rows are kept forever
+    recent_hours: int = 48  # every push at full resolution (the Live view), then only minute rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +161,7 @@ def _history(s: Section | None, csv: CsvConfig) -> HistoryConfig:
         enabled=s.boolean("enabled", d.enabled),
         path=s.path_value("path", beside_csv) or beside_csv,
         minute_retention_days=s.integer("minute_retention_days", d.minute_retention_days, low=1, unit=" days"),
+        recent_hours=s.integer("recent_hours", d.recent_hours, low=1, high=24 * 31, unit=" hours"),
     )
     s.finish()
     return config
