@@ -1,12 +1,17 @@
 """``meterpipe demo``: the whole pipeline on simulated meters, no hardware, no broker.
 
     meterpipe demo [--seconds N] [--data-dir DIR] [--interval S] [--mqtt HOST:PORT]
+                   [--web HOST:PORT | --no-web] [--history-days N]
 
 Runs supervisord with two simulated meters on ptys (an encrypted and
 authenticated Landis+Gyr E450 with fresh random keys, and an Iskraemeco AM550),
-one reader per meter, the decoder and the CSV publisher (plus MQTT with
-``--mqtt``), and prints the readings as they arrive. Ctrl-C, or the end of
-``--seconds``, stops everything and leaves no process behind.
+one reader per meter, the decoder, the CSV and history publishers and the web
+page (plus MQTT with ``--mqtt``), and prints the readings as they arrive.
+Before the start, the history is filled with ``--history-days`` of the
+simulated meters' pushes (see :mod:`meterpipe.deploy.backfill`), so the charts
+are not empty. Ctrl-C, or the end of ``--seconds``, stops everything and leaves
+no process behind. The data (``csv/``, ``history.sqlite``, the meters' state
+files) stays in ``--data-dir`` for the next run, which carries on from it.
 
 The demo is an instance of its own: its sockets, config, keys, control socket
 and log live in ``<runtime dir>/demo``, never shared with a ``meterpipe run``
@@ -20,12 +25,14 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from meterpipe.common.config import Config
 from meterpipe.common.endpoints import default_endpoints, demo_runtime_dir, make_private_dir
 from meterpipe.common.instances import holder_pid, record_holder, take_lock
 from meterpipe.common.process import EXIT_UNAVAILABLE, StopFlag, load_config_or_exit
@@ -46,7 +53,7 @@ def _write_secret(path: Path, data: bytes) -> None:
         f.write(data.hex().upper() + "\n")
 
 
-def write_demo_config(rundir: Path, data_dir: Path, interval: float, mqtt: str | None) -> Path:
+def write_demo_config(rundir: Path, data_dir: Path, interval: float, mqtt: str | None, web: str | None) -> Path:
     endpoints = default_endpoints(environ={"METERPIPE_RUNTIME_DIR": str(rundir)})
     lines = []
     for name, model, encrypted in DEMO_METERS:
@@ -59,7 +66,9 @@ def write_demo_config(rundir: Path, data_dir: Path, interval: float, mqtt: str |
                 lines.append(f'{which}_file = "{path}"')
         lines.append("")
     lines += ["[endpoints]", f'frames = "{endpoints.frames}"', f'readings = "{endpoints.readings}"', ""]
-    lines += ["[publishers.csv]", "enabled = true", f'directory = "{data_dir}"', ""]
+    lines += ["[publishers.csv]", "enabled = true", f'directory = "{data_dir / "csv"}"', ""]
+    lines += ["[publishers.history]", "enabled = true", f'path = "{data_dir / "history.sqlite"}"', ""]
+    lines += ["[web]", f"enabled = {'true' if web else 'false'}", f'listen = "{web or "127.0.0.1:8080"}"', ""]
     if mqtt:
         host, _, port = mqtt.rpartition(":")
         lines += ["[publishers.mqtt]", "enabled = true", f'host = "{host or "127.0.0.1"}"', f"port = {int(port)}"]
@@ -70,12 +79,17 @@ def write_demo_config(rundir: Path, data_dir: Path, interval: float, mqtt: str |
     return path
 
 
-def simulator_programs(rundir: Path, interval: float) -> str:
+def state_file(data_dir: Path, meter: str) -> Path:
+    """Where a simulated meter keeps its registers between runs (and the backfill leaves them)."""
+    return data_dir / f"simulator-{meter}.json"
+
+
+def simulator_programs(rundir: Path, interval: float, data_dir: Path) -> str:
     parts = []
     for name, model, encrypted in DEMO_METERS:
         command = (
             f"%(ENV_METERPIPE_PYTHON)s -m meterpipe.simulator.main --model {model} "
-            f"--link {rundir / (name + '.pty')} --interval {interval}"
+            f"--link {rundir / (name + '.pty')} --interval {interval} --state {state_file(data_dir, name)}"
         )
         if encrypted:
             command += f" --key-file {rundir / (name + '.key')} --auth-key-file {rundir / (name + '.auth_key')}"
@@ -90,13 +104,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         "the readings as they arrive. It runs in a runtime directory of its own, beside any 'meterpipe run'.",
     )
     parser.add_argument("--seconds", type=float, help="stop after this many seconds (default: until Ctrl-C)")
-    parser.add_argument("--data-dir", type=Path, default=Path("meterpipe-demo-data"), help="where the CSV files go")
+    parser.add_argument("--data-dir", type=Path, default=Path("meterpipe-demo-data"),
+                        help="where the CSV files, the history database and the meters' state go "
+                        "(kept for the next run)")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between pushes of each meter")
     parser.add_argument("--mqtt", metavar="HOST:PORT", help="also publish to this MQTT broker")
+    parser.add_argument("--web", metavar="HOST:PORT", default="127.0.0.1:8080",
+                        help="serve the web page here (default 127.0.0.1:8080, this machine only)")
+    parser.add_argument("--no-web", action="store_true", help="no web page")
+    parser.add_argument("--history-days", type=float, default=7.0, metavar="N",
+                        help="first fill the history with N days of simulated pushes (default 7; 0: none)")
     parser.add_argument("--json", action="store_true", help="print readings as JSON lines")
     args = parser.parse_args(argv)
     if args.interval < 0.05:
         parser.error("--interval must be at least 0.05 s")
+    if not 0 <= args.history_days <= 3660:
+        parser.error("--history-days must be between 0 and 3660")
+    web = None if args.no_web else args.web
+    if web is not None and (problem := _port_problem(web)):
+        parser.error(f"--web {web}: {problem}")
     rundir = demo_runtime_dir()
     make_private_dir(rundir.parent)  # the main runtime directory is private too
     lock = take_lock(rundir)
@@ -105,12 +131,17 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return EXIT_UNAVAILABLE
     data_dir = args.data_dir.resolve()
-    config_path = write_demo_config(rundir, data_dir, args.interval, args.mqtt)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    config_path = write_demo_config(rundir, data_dir, args.interval, args.mqtt, web)
     config = load_config_or_exit(str(config_path))
-    write_programs(rundir, programs_conf(config, extra=[simulator_programs(rundir, args.interval)]))
+    if args.history_days > 0:
+        _backfill(config, data_dir, args.history_days)
+    write_programs(rundir, programs_conf(config, extra=[simulator_programs(rundir, args.interval, data_dir)]))
     log_path = rundir / "supervisord.log"
-    print(f"meterpipe demo: 2 simulated meters, decoder, CSV into {data_dir}"
+    print(f"meterpipe demo: 2 simulated meters, decoder, CSV and history into {data_dir}"
           + (f", MQTT to {args.mqtt}" if args.mqtt else ""), flush=True)
+    if web is not None:
+        print(f"  web page: http://{_url_host(config.web.host)}:{config.web.port}/", flush=True)
     print(f"  process log: {log_path}", flush=True)
     print(f"  watch from another terminal: meterpipe tap --config {config_path}", flush=True)
     with open(log_path, "ab") as log_file:
@@ -124,6 +155,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         _stop(supervisord)
         os.close(lock)
+
+
+def _backfill(config: Config, data_dir: Path, days: float) -> None:
+    from meterpipe.deploy.backfill import BackfillMeter, backfill
+
+    started = time.monotonic()
+    print(f"meterpipe demo: filling the history with {days:g} days of simulated pushes ...", end="", flush=True)
+    meters = [BackfillMeter(name, model, state_file(data_dir, name)) for name, model, _ in DEMO_METERS]
+    stored = backfill(config, meters, days)
+    print(f" {stored} pushes in {time.monotonic() - started:.1f} s", flush=True)
+
+
+def _port_problem(listen: str) -> str | None:
+    """Why the web page could not listen on ``listen`` (None: it can)."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    if not port.isdigit() or not host:
+        return "give HOST:PORT, e.g. 127.0.0.1:8080"
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, int(port)))
+    except OSError as exc:
+        return f"cannot listen there ({exc.strerror}); pick another port, e.g. --web {host}:8081"
+    except (OverflowError, ValueError):
+        return "give HOST:PORT, e.g. 127.0.0.1:8080"
+    return None
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", "::"):
+        return socket.gethostname()
+    return f"[{host}]" if ":" in host else host
 
 
 def _show(endpoint: str, seconds: float | None, as_json: bool, supervisord: subprocess.Popen[bytes]) -> int:

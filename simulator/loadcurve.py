@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import MappingProxyType
@@ -111,10 +112,18 @@ class EnergyRegisters:
     Kept in W*ms: exact integers, so the registers never go back.
     """
 
-    def __init__(self, import_wh: int, export_wh: int) -> None:
-        start = {"ai": import_wh, "ae": export_wh, "ri": import_wh // 7, "re": import_wh // 3}
-        self._acc = {q: wh * _MS_PER_HOUR for q, wh in start.items()}
+    QUANTITIES = ("ai", "ae", "ri", "re")
+
+    def __init__(self, import_wh: int, export_wh: int, start: Mapping[str, int] | None = None) -> None:
+        """Registers from the import/export start values, or exactly ``start`` (Wh per quantity)."""
+        if start is None:
+            start = {"ai": import_wh, "ae": export_wh, "ri": import_wh // 7, "re": import_wh // 3}
+        self._acc = {q: int(start[q]) * _MS_PER_HOUR for q in self.QUANTITIES}
         self._last: tuple[datetime, Sample] | None = None
+
+    def snapshot(self) -> dict[str, int]:
+        """Every register in Wh (varh): what a continuation starts from."""
+        return {q: self.wh(q) for q in self.QUANTITIES}
 
     def advance(self, now: datetime, sample: Sample) -> None:
         """Add the energy from the previous sample up to ``sample`` at ``now``."""

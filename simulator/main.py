@@ -19,6 +19,7 @@ import argparse
 import binascii
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Final
 
@@ -26,9 +27,10 @@ from meterpipe.common import config_fields
 from meterpipe.common.errors import ConfigError
 from meterpipe.common.logs import setup_logging
 from meterpipe.common.process import EXIT_CONFIG, EXIT_OK, StopFlag
-from meterpipe.simulator.meter import Meter, MeterSimulator, ReplayMeter
+from meterpipe.simulator.meter import Meter, MeterSimulator, ReplayMeter, SimulatedPush
 from meterpipe.simulator.models import MODELS
 from meterpipe.simulator.sinks import PtySink, SerialSink, Sink, make_link, transmit
+from meterpipe.simulator.state import MeterState, load_state, save_state
 
 MIN_INTERVAL_S: Final = 0.05
 
@@ -79,6 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the simulated values (default 0)")
     p.add_argument("--serial", help="meter id the meter sends (default: derived from the seed)")
     p.add_argument("--record", type=Path, help="append one JSON line per push to this file")
+    p.add_argument("--state", type=Path, help="start from the registers in this file and keep them there "
+                   "(a restarted simulator carries on; written every few seconds)")
     p.add_argument("--baudrate", type=int, default=115200, help="line speed (default 115200)")
     p.add_argument("--pace", action="store_true", help="write frames at the pace of --baudrate")
     p.add_argument("-v", "--verbose", action="store_true", help="log every push")
@@ -87,16 +91,53 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace, sink: Sink, stop: StopFlag, record: IO[str] | None) -> None:
     meter: Meter
+    simulator: MeterSimulator | None = None
     if args.replay is not None:
         meter = ReplayMeter(read_capture(args.replay))
     else:
-        meter = MeterSimulator(
+        state = load_state(args.state) if args.state is not None else None
+        meter = simulator = MeterSimulator(
             args.model,
             key=_parse_key(args.key, "--key"),
             auth_key=_parse_key(args.auth_key, "--auth-key"),
             seed=args.seed,
             serial=args.serial,
+            start_registers=state.registers if state is not None else None,
         )
+        if args.state is not None:
+            meter = _Keeping(simulator, args.state)
+    try:
+        _transmit(args, meter, sink, stop, record)
+    finally:
+        if isinstance(meter, _Keeping):
+            meter.save()
+
+
+class _Keeping:
+    """A simulator whose registers are saved to its state file every few seconds."""
+
+    EVERY_S = 5.0
+
+    def __init__(self, simulator: MeterSimulator, path: Path) -> None:
+        self.simulator = simulator
+        self.path = path
+        self._time = 0.0
+        self._saved = 0.0
+
+    def push(self, now: datetime) -> SimulatedPush:
+        push = self.simulator.push(now)
+        self._time = push.time.timestamp()
+        if self._time - self._saved >= self.EVERY_S:
+            self.save()
+        return push
+
+    def save(self) -> None:
+        if self._time:
+            save_state(self.path, MeterState(self.simulator.registers(), self._time))
+            self._saved = self._time
+
+
+def _transmit(args: argparse.Namespace, meter: Meter, sink: Sink, stop: StopFlag, record: IO[str] | None) -> None:
     transmit(
         meter,
         sink,
@@ -134,6 +175,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SystemExit("error: --auth-key: needs --key too")
         if args.replay is not None and not args.replay.is_file():
             raise SystemExit(f"error: --replay: no such file {args.replay}")
+        if args.state is not None:
+            try:
+                load_state(args.state)
+            except ValueError as exc:
+                raise SystemExit(f"error: --state: {exc}") from exc
     except SystemExit as exc:
         print(exc.code, file=sys.stderr)
         return EXIT_CONFIG

@@ -60,6 +60,7 @@ class MeterSimulator:
         seed: int = 0,
         serial: str | None = None,
         start_energy_wh: int | None = None,
+        start_registers: Mapping[str, int] | None = None,
     ) -> None:
         spec = MODELS.get(model)
         if spec is None:
@@ -73,6 +74,10 @@ class MeterSimulator:
             raise ValueError("serial must be 1-32 printable ASCII characters")
         if start_energy_wh is not None and start_energy_wh < 0:
             raise ValueError("start_energy_wh must not be negative")
+        if start_registers is not None and (
+            set(start_registers) != set(EnergyRegisters.QUANTITIES) or min(start_registers.values()) < 0
+        ):
+            raise ValueError(f"start_registers must give {', '.join(EnergyRegisters.QUANTITIES)} in Wh, none negative")
         self.spec = spec
         self._key = key
         self._auth_key = auth_key
@@ -87,10 +92,14 @@ class MeterSimulator:
         self.system_title = spec.title_prefix + (int(tail) % 2**32).to_bytes(4, "big")
         self._curve = LoadCurve(rng)
         start = start_energy_wh if start_energy_wh is not None else rng.randint(50_000, 20_000_000)
-        self._energy = EnergyRegisters(start, start // 4 if self._curve.pv_peak_w else 0)
+        self._energy = EnergyRegisters(start, start // 4 if self._curve.pv_peak_w else 0, start_registers)
         self._noise = random.Random(rng.getrandbits(64))
         self._invoke_id = 0 if spec.invoke_id_fixed else rng.randrange(1, 1 << 24)
         self._ic: int | None = rng.randrange(1, 1 << 22) if key is not None else None
+
+    def registers(self) -> dict[str, int]:
+        """The energy registers in Wh (varh) after the last push: ``start_registers`` of a continuation."""
+        return self._energy.snapshot()
 
     @property
     def invocation_counter(self) -> int | None:

@@ -143,11 +143,14 @@ class MeterEntry:
 
 def write_config(rundir: Path, meters: Iterable[MeterEntry], *, csv_dir: Path | None = None,
                  mqtt: Mapping[str, object] | None = None, extra: str = "", frames: str | None = None,
-                 readings: str | None = None, name: str = "meterpipe.toml") -> Path:
+                 readings: str | None = None, name: str = "meterpipe.toml",
+                 history: Path | None = None, web: str | None = None) -> Path:
     """``rundir/name`` (mode 0600): the meters, ``ipc://`` endpoints in ``rundir`` unless given, the
     CSV publisher on with ``csv_dir`` (off otherwise, unless ``extra`` configures it: meterpipe's
     default is on), the MQTT publisher on with ``mqtt`` (its settings; host 127.0.0.1 unless
-    given), then ``extra`` (more TOML) as it is."""
+    given), the history publisher on with ``history`` (its database) and the web page on with
+    ``web`` (its listen address; both off otherwise, unless ``extra`` configures them), then
+    ``extra`` (more TOML) as it is."""
     lines: list[str] = []
     for meter in meters:
         lines += meter.table()
@@ -159,6 +162,12 @@ def write_config(rundir: Path, meters: Iterable[MeterEntry], *, csv_dir: Path | 
         lines += toml_table("[publishers.csv]", {"enabled": False})
     if mqtt is not None:
         lines += toml_table("[publishers.mqtt]", {"enabled": True, "host": "127.0.0.1", **mqtt})
+    if history is not None:
+        lines += toml_table("[publishers.history]", {"enabled": True, "path": history})
+    elif "[publishers.history]" not in extra:
+        lines += toml_table("[publishers.history]", {"enabled": False})
+    if "[web]" not in extra:
+        lines += toml_table("[web]", {"enabled": web is not None, "listen": web or "127.0.0.1:8080"})
     path = rundir / name
     path.write_text("\n".join(lines) + ("\n" + extra if extra else ""))
     os.chmod(path, 0o600)

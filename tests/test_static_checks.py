@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("common", "decoder", "reader", "publishers", "deploy", "simulator")
+PACKAGES = ("common", "decoder", "reader", "publishers", "deploy", "simulator", "web")
 
 
 @pytest.mark.slow

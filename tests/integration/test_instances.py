@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.harness import Collector, SimMeter, start_simulator
-from tests.support import stop_process
+from tests.support import free_port, stop_process
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +56,8 @@ def meterpipe_run(rundir: Path) -> Iterator[Running]:
     config = rundir / "meterpipe.toml"
     # No [endpoints]: the defaults in the runtime directory, as a user's config has them.
     config.write_text(f'[[meters]]\nname = "house"\nport = "{meter.link(rundir)}"\nlink = "hdlc"\n'
-                      f'model = "am550"\npush_interval = {INTERVAL}\n\n[publishers.csv]\nenabled = false\n')
+                      f'model = "am550"\npush_interval = {INTERVAL}\n\n[publishers.csv]\nenabled = false\n\n'
+                      f'[web]\nlisten = "127.0.0.1:{free_port()}"\n')
     runtime = rundir / "rt"
     env = {**os.environ, "METERPIPE_RUNTIME_DIR": str(runtime)}
     log = rundir / "run.log"
@@ -98,7 +99,8 @@ def test_demo_and_second_run_leave_the_running_pipeline_alone(rundir: Path) -> N
             assert after == before, "the refused second run touched the first one's files"
 
             started = time.monotonic()
-            demo = _cli("demo", "--seconds", "20", "--data-dir", str(rundir / "demo-data"), "--json", env=env, timeout=90)
+            demo = _cli("demo", "--seconds", "20", "--data-dir", str(rundir / "demo-data"), "--json",
+                        "--web", f"127.0.0.1:{free_port()}", "--history-days", "0.5", env=env, timeout=90)
             demo_s = time.monotonic() - started
             assert demo.returncode == 0, demo.stdout + demo.stderr
             demo_meters = {m for m in re.findall(r'"meter": "(\w+)"', demo.stdout)}
@@ -125,7 +127,8 @@ def test_demo_and_second_run_leave_the_running_pipeline_alone(rundir: Path) -> N
 
 def test_status_says_when_only_a_demo_runs(rundir: Path) -> None:
     env = {**os.environ, "METERPIPE_RUNTIME_DIR": str(rundir / "rt")}
-    demo = subprocess.Popen([*CLI, "demo", "--seconds", "12", "--data-dir", str(rundir / "d")], env=env,
+    demo = subprocess.Popen([*CLI, "demo", "--seconds", "12", "--data-dir", str(rundir / "d"),
+                             "--web", f"127.0.0.1:{free_port()}", "--history-days", "0.5"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         assert demo.stdout is not None
