@@ -28,9 +28,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from meterpipe.common.config import Config
 from meterpipe.common.endpoints import default_endpoints, demo_runtime_dir, make_private_dir
@@ -40,9 +42,13 @@ from meterpipe.deploy.programs import programs_conf, section
 from meterpipe.deploy.supervise import (
     already_running,
     supervisor_env,
+    supervisorctl,
     supervisord_command,
     write_programs,
 )
+
+if TYPE_CHECKING:
+    from meterpipe.deploy.backfill import Played
 
 DEMO_METERS = (("house", "e450", True), ("flat", "am550", False))
 
@@ -69,6 +75,8 @@ def write_demo_config(rundir: Path, data_dir: Path, interval: float, mqtt: str |
     lines += ["[publishers.csv]", "enabled = true", f'directory = "{data_dir / "csv"}"', ""]
     lines += ["[publishers.history]", "enabled = true", f'path = "{data_dir / "history.sqlite"}"', ""]
     lines += ["[web]", f"enabled = {'true' if web else 'false'}", f'listen = "{web or "127.0.0.1:8080"}"', ""]
+    # example prices, so that the cost views have something to show
+    lines += ["[web.tariff]", 'currency = "EUR"', "import_price = 0.30", "export_price = 0.08", "monthly_fee = 12.0", ""]
     if mqtt:
         host, _, port = mqtt.rpartition(":")
         lines += ["[publishers.mqtt]", "enabled = true", f'host = "{host or "127.0.0.1"}"', f"port = {int(port)}"]
@@ -134,9 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     data_dir.mkdir(parents=True, exist_ok=True)
     config_path = write_demo_config(rundir, data_dir, args.interval, args.mqtt, web)
     config = load_config_or_exit(str(config_path))
-    if args.history_days > 0:
-        _backfill(config, data_dir, args.history_days)
-    write_programs(rundir, programs_conf(config, extra=[simulator_programs(rundir, args.interval, data_dir)]))
+    played = _simulate(data_dir, args.history_days) if args.history_days > 0 else None
+    held = ("history",) if played is not None else ()
+    write_programs(rundir, programs_conf(config, extra=[simulator_programs(rundir, args.interval, data_dir)],
+                                         held=held))
     log_path = rundir / "supervisord.log"
     print(f"meterpipe demo: 2 simulated meters, decoder, CSV and history into {data_dir}"
           + (f", MQTT to {args.mqtt}" if args.mqtt else ""), flush=True)
@@ -151,20 +160,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     record_holder(lock, supervisord.pid)
     try:
+        if played is not None:  # while the pipeline starts and the readings show
+            threading.Thread(target=_store, args=(config, played, rundir), daemon=True).start()
         return _show(config.endpoints.readings, args.seconds, args.json, supervisord)
     finally:
         _stop(supervisord)
         os.close(lock)
 
 
-def _backfill(config: Config, data_dir: Path, days: float) -> None:
-    from meterpipe.deploy.backfill import BackfillMeter, backfill
+def _simulate(data_dir: Path, days: float) -> list[Played]:
+    """The backfill's pushes; the live simulators start from the registers they end with."""
+    from meterpipe.deploy.backfill import BackfillMeter, simulate
+
+    meters = [BackfillMeter(name, model, state_file(data_dir, name)) for name, model, _ in DEMO_METERS]
+    return simulate(meters, days)
+
+
+def _store(config: Config, played: list[Played], rundir: Path) -> None:
+    """Write the backfill while the live pipeline starts, then start the history process."""
+    from meterpipe.deploy.backfill import store
 
     started = time.monotonic()
-    print(f"meterpipe demo: filling the history with {days:g} days of simulated pushes ...", end="", flush=True)
-    meters = [BackfillMeter(name, model, state_file(data_dir, name)) for name, model, _ in DEMO_METERS]
-    stored = backfill(config, meters, days)
-    print(f" {stored} pushes in {time.monotonic() - started:.1f} s", flush=True)
+    stored = store(config, played)
+    deadline = time.monotonic() + 30
+    while True:  # supervisord may still be starting up: its control socket comes first
+        out = supervisorctl(rundir, "start", "history", capture=True).stdout
+        if "started" in out or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    print(f"meterpipe demo: history filled with {stored} simulated pushes in {time.monotonic() - started:.1f} s",
+          flush=True)
 
 
 def _port_problem(listen: str) -> str | None:

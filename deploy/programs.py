@@ -96,14 +96,18 @@ def _enabled(program: Program, config: Config) -> bool:
     return bool(getattr(config.publishers, program.publisher).enabled)
 
 
-def programs_conf(config: Config, *, readers: bool = True, extra: Iterable[str] = ()) -> str:
+def programs_conf(config: Config, *, readers: bool = True, extra: Iterable[str] = (),
+                  held: Iterable[str] = ()) -> str:
     """``programs.conf`` for ``config``: ``extra`` sections first (the demo's simulators),
-    then every row of :data:`PROGRAMS` (readers only with ``readers``)."""
+    then every row of :data:`PROGRAMS` (readers only with ``readers``). Programs named in
+    ``held`` do not start with supervisord (the demo starts its history after the backfill)."""
     parts = list(extra)
+    hold = set(held)
     reader_names: list[str] = []
     for program in PROGRAMS:
         if not program.per_meter:
-            parts.append(_section(program, program.name, _command(program), autostart=_enabled(program, config)))
+            autostart = _enabled(program, config) and program.name not in hold
+            parts.append(_section(program, program.name, _command(program), autostart=autostart))
         elif readers:
             for meter in config.meters:
                 name = f"{program.name}-{meter.name}"

@@ -19,6 +19,7 @@ constants from the decoder modules that read them; ciphering from
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Final
@@ -112,6 +113,7 @@ def array(items: Sequence[bytes]) -> bytes:
     return b"\x01" + encode_length(len(items)) + b"".join(items)
 
 
+@functools.lru_cache(maxsize=1024)  # a few codes, encoded at every push
 def obis_bytes(code: str) -> bytes:
     """``"1-0:1.8.0"`` (or ``"1-0:1.8.0*255"``) -> the 6 bytes of the logical name."""
     text, _, f = code.partition("*")

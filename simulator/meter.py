@@ -14,6 +14,7 @@ to its customer interface and the values a decoder must report.
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -171,6 +172,7 @@ class ReplayMeter:
 # --- a push in the model's layout and link layer -------------------------------
 
 
+@functools.lru_cache(maxsize=512)  # a model's push list never changes: encode each entry once
 def _capture_definition(f: Field) -> bytes:
     return enc.structure(
         [enc.u16(f.class_id), enc.octet_string(enc.obis_bytes(f.obis)), enc.i8(f.attribute), enc.u16(0)]
@@ -211,12 +213,17 @@ def encode_notification(
         for f in spec.fields:
             items += [enc.octet_string(enc.obis_bytes(f.obis)), _value(f, value_clock, texts, registers)]
         return enc.data_notification(invoke_id, clock, enc.structure(items))
-    definitions = enc.array([_capture_definition(f) for f in spec.fields])
+    definitions = _definitions(spec.fields)
     values = [
         definitions if f.quantity == "push_list" else _value(f, value_clock, texts, registers)
         for f in spec.fields
     ]
     return enc.data_notification(invoke_id, clock, enc.structure(values))
+
+
+@functools.lru_cache(maxsize=64)
+def _definitions(fields: tuple[Field, ...]) -> bytes:
+    return enc.array([_capture_definition(f) for f in fields])
 
 
 def encode_frames(spec: ModelSpec, apdu: bytes) -> list[bytes]:
