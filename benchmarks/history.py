@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import _harness  # puts the repository root on sys.path (for nothing here but the machine figures)
+import _harness  # puts the repository root on sys.path (tests.support for the web process)
 
 from meterpipe.common.schema import ReadingsMessage
 from meterpipe.common.values import Push, Reading
@@ -152,6 +152,53 @@ def timed(fn: Callable[[], object], runs: int) -> dict[str, float]:
             "max_ms": round(max(laps), 2)}
 
 
+def web_latency(work: Path, db: Path, meters: int, meter: str, last_day: date, runs: int) -> dict[str, dict[str, float]]:
+    """The same views through the real web process (HTTP, JSON encoding, the page's HTML)."""
+    import subprocess
+    import urllib.request
+
+    from tests.support import free_port, stop_process, wait_port
+
+    port = free_port()
+    config = work / "web.toml"
+    lines = [f'[[meters]]\nname = "meter{i}"\nport = "/dev/null"\n' for i in range(meters)]
+    lines.append(f'[endpoints]\nframes = "ipc://{work}/frames"\nreadings = "ipc://{work}/readings"\n')
+    lines.append(f'[publishers.csv]\nenabled = false\n[publishers.history]\npath = "{db}"\n')
+    lines.append(f'[web]\nlisten = "127.0.0.1:{port}"\ntimezone = "{ZONE.key}"\n')
+    config.write_text("\n".join(lines))
+    proc = subprocess.Popen([sys.executable, "-m", "meterpipe.web.main", "--config", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        wait_port(port, 30, proc)
+        base = f"http://127.0.0.1:{port}"
+        year, month = date(last_day.year, 1, 1), last_day.replace(day=1)
+
+        def get(path: str) -> Callable[[], object]:
+            def fetch() -> object:
+                with urllib.request.urlopen(base + path, timeout=30) as r:
+                    body = r.read()
+                    if r.status != 200:
+                        raise RuntimeError(f"{path}: HTTP {r.status}")
+                    return body
+            return fetch
+
+        calls = {
+            "GET /history?view=year (page)": f"/history?view=year&meter={meter}&date={last_day}",
+            "GET /history?view=month (page)": f"/history?view=month&meter={meter}&date={last_day}",
+            "GET /history?view=day (page)": f"/history?view=day&meter={meter}&date={last_day}",
+            "GET /api/energy step=month, a year": f"/api/energy?meter={meter}&step=month&from={year}&to={last_day}",
+            "GET /api/energy step=day, a month": f"/api/energy?meter={meter}&step=day&from={month}&to={last_day}",
+            "GET /api/energy step=hour, a day": f"/api/energy?meter={meter}&step=hour&from={last_day}&to={last_day}",
+            "GET /api/peaks period=month, a year": f"/api/peaks?meter={meter}&period=month&from={year}&to={last_day}",
+            "GET /api/series, a day": f"/api/series?meter={meter}&name=active_power_import"
+                                      f"&from={last_day}T00:00:00%2B01:00&to={last_day}T23:59:59%2B01:00",
+            "GET /export.csv step=hour, a month": f"/export.csv?meter={meter}&step=hour&from={month}&to={last_day}",
+        }
+        return {name: timed(get(path), runs) for name, path in calls.items()}
+    finally:
+        stop_process(proc)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="mp-history-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -195,6 +242,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.days >= 365 and len(year_rows) != 12:
             raise RuntimeError(f"the year view has {len(year_rows)} months, not 12")
         reader.close()
+        api = web_latency(work, year_db, args.meters, meter, last_day, args.runs)
         return {
             "meters": args.meters, "days": args.days, "first_day": first_day.isoformat(),
             "pushes": n, "insert_per_s": round(n / spent), "build_s": round(spent, 1),
@@ -202,6 +250,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "tables_mb": {k: round(v / 1e6, 3) for k, v in sorted(tables.items())},
             "per_second": per_second,
             "latency": latencies,
+            "web": api,
         }
     finally:
         if not args.keep:
@@ -231,6 +280,9 @@ def main() -> int:
               "48 h of pushes, a year of quarters and days)")
     print(f"  {'query (one meter of ' + str(res['meters']) + ')':<36} {'first':>10} {'median':>8} {'max':>8}  ms")
     for name, lat in res["latency"].items():
+        print(f"    {name:<34} {lat['first_ms']:>10} {lat['median_ms']:>8} {lat['max_ms']:>8}")
+    print(f"  {'through the web process (HTTP)':<36} {'first':>10} {'median':>8} {'max':>8}  ms")
+    for name, lat in res["web"].items():
         print(f"    {name:<34} {lat['first_ms']:>10} {lat['median_ms']:>8} {lat['max_ms']:>8}")
     print(json.dumps(res))
     return 0

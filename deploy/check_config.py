@@ -47,7 +47,17 @@ def summary(config: Config) -> list[str]:
         mqtt = f"{pub.mqtt.host}:{pub.mqtt.port}{' tls' if pub.mqtt.tls else ''}{auth}"
     csv = f"{pub.csv.directory}" if pub.csv.enabled else "off"
     journal = "on" if pub.journal.enabled else "off"
-    lines.append(f"publishers: mqtt {mqtt}; csv {csv}; journal {journal}")
+    history = f"{pub.history.path}" if pub.history.enabled else "off"
+    lines.append(f"publishers: mqtt {mqtt}; csv {csv}; journal {journal}; history {history}")
+    web = config.web
+    if web.enabled:
+        access = ("this machine only" if web.loopback_only else
+                  "other machines, password " + ("set" if web.password_file.exists() else
+                                                 "NOT set: run meterpipe web set-password"))
+        host = f"[{web.host}]" if ":" in web.host else web.host
+        lines.append(f"web: http://{host}:{web.port}/ ({access}), time zone {web.timezone}")
+    else:
+        lines.append("web: off")
     return lines
 
 

@@ -54,7 +54,8 @@ def usage() -> str:
         "usage: meterpipe <command> [options]",
         "",
         "Reads smart meters through their customer port, decodes their pushes and",
-        "delivers the readings to MQTT, CSV files and the journal.",
+        "delivers the readings to MQTT, CSV files, the journal, a history database",
+        "and a local web page.",
         "",
         "commands:",
     ]

@@ -1,10 +1,11 @@
 """``meterpipe-history``: minute, quarter-hour and local-day history of every meter in one SQLite file.
 
 The handler books each push in memory (:meth:`HistoryWriter.add`), flushes once
-a minute (one transaction: an SD card sees a write a minute, not a write a
-push), runs retention once an hour, and tells the subscriber loop its cursor
-(the receive time of the last committed push per meter), so that after a kill
-the decoder's replay refills every minute that was not committed yet.
+a minute, a little after each full minute of the wall clock (one transaction: an
+SD card sees a write a minute, not a write a push), runs retention once an hour,
+and tells the subscriber loop its cursor (the receive time of the last committed
+push per meter; 0 for a configured meter the database does not hold yet), so
+that after a kill the decoder's replay refills every minute not committed yet.
 """
 
 from __future__ import annotations
@@ -20,14 +21,17 @@ from meterpipe.publishers.subscriber import Handler, run_publisher
 log = logging.getLogger(__name__)
 
 FLUSH_EVERY_S = 60.0
+FLUSH_AFTER_S = 2.0  # into each minute: the last pushes of the minute before are in by then
 RETENTION_EVERY_S = 3600.0
 
 
 class HistoryHandler(Handler):
     """Subscriber handler: pushes into the writer, a flush a minute, retention an hour."""
 
-    def __init__(self, writer: HistoryWriter, *, flush_every_s: float = FLUSH_EVERY_S) -> None:
+    def __init__(self, writer: HistoryWriter, meters: Sequence[str] = (), *,
+                 flush_every_s: float = FLUSH_EVERY_S) -> None:
         self.writer = writer
+        self.meters = tuple(meters)
         self.flush_every_s = flush_every_s
         self._next_flush: float | None = None
         self._next_retention: float | None = None
@@ -35,19 +39,23 @@ class HistoryHandler(Handler):
     def on_readings(self, msg: ReadingsMessage) -> None:
         self.writer.add(msg)
 
+    def _after_next_period(self, now: float) -> float:
+        return now - now % self.flush_every_s + self.flush_every_s + FLUSH_AFTER_S
+
     def tick(self, now: float) -> None:
         if self._next_flush is None:
-            self._next_flush = now + self.flush_every_s
+            self._next_flush = self._after_next_period(now)
             self._next_retention = now + RETENTION_EVERY_S
         if now >= self._next_flush:
-            self._next_flush = now + self.flush_every_s
+            self._next_flush = self._after_next_period(now)
             self.writer.flush()
         if self._next_retention is not None and now >= self._next_retention:
             self._next_retention = now + RETENTION_EVERY_S
             self.writer.expire(now)
 
     def replay_cursor(self) -> dict[str, int]:
-        return self.writer.cursor()
+        """The last committed push of each meter; a meter never committed asks for everything."""
+        return {**dict.fromkeys(self.meters, 0), **self.writer.cursor()}
 
 
 def build(config: Config) -> tuple[Handler, Callable[[], None]]:
@@ -56,7 +64,7 @@ def build(config: Config) -> tuple[Handler, Callable[[], None]]:
                            recent_hours=cfg.recent_hours)
     log.info("history database %s (time zone %s; minute rows kept %s days, every push %s hours): %s",
              cfg.path, config.web.timezone, cfg.minute_retention_days, cfg.recent_hours, writer.summary())
-    return HistoryHandler(writer), writer.close
+    return HistoryHandler(writer, [m.name for m in config.meters]), writer.close
 
 
 def main(argv: Sequence[str] | None = None) -> int:

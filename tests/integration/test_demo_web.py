@@ -218,6 +218,22 @@ def test_the_demo_page_shows_what_the_pipeline_delivers(demo: Demo) -> None:
     one_push = max(steps)
     assert abs(day[0]["import_wh"] - (last - first)) <= one_push, (day[0], first, last, one_push)
 
+    # No page, API answer or log line carries a meter key (the demo's are fresh random ones).
+    keys = [(demo.rundir / f"house.{which}").read_text().strip() for which in ("key", "auth_key")]
+    assert all(len(k) == 32 for k in keys)
+    answers = []
+    for path in ("/", "/live", "/history", "/history?view=year", "/peaks", "/costs", "/export", "/status",
+                 "/api/meters", "/api/now?meter=house", "/api/status", "/api/energy?meter=house",
+                 "/export.csv?meter=house&step=hour"):
+        response = httpx.get(demo.base + path, timeout=10)
+        assert response.status_code == 200, path
+        answers.append(response.text)
+    answers.append((demo.rundir / "supervisord.log").read_text(errors="replace"))
+    answers.append("".join(demo.text))
+    for key in keys:
+        for text in answers:
+            assert key.lower() not in text.lower()
+
     # The page refuses a Host header it does not serve (DNS rebinding).
     refused = httpx.get(demo.base + "/api/meters", headers={"Host": "evil.example"}, timeout=10)
     assert refused.status_code == 421

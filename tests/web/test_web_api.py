@@ -15,7 +15,7 @@ from tests.web.conftest import ZONE, History, client_for, config_for
 
 
 @pytest.fixture
-def client(tmp_path: Path, history: History):  # type: ignore[no-untyped-def]
+def client(tmp_path: Path, history: History):
     with client_for(config_for(tmp_path, history)) as c:
         yield c
 
@@ -24,7 +24,7 @@ def today() -> date:
     return datetime.now(ZoneInfo(ZONE)).date()
 
 
-def test_meters_lists_the_meter_with_its_last_push(client, history: History) -> None:  # type: ignore[no-untyped-def]
+def test_meters_lists_the_meter_with_its_last_push(client, history: History) -> None:
     body = client.get("/api/meters").json()
     assert [m["meter"] for m in body] == ["house"]
     assert body[0]["meter_id"] == "LGZ1030655933512"
@@ -32,7 +32,7 @@ def test_meters_lists_the_meter_with_its_last_push(client, history: History) -> 
     assert last.utcoffset() is not None and abs(last.timestamp() - history.end_s) < 61
 
 
-def test_energy_days_equal_the_register_differences(client, history: History) -> None:  # type: ignore[no-untyped-def]
+def test_energy_days_equal_the_register_differences(client, history: History) -> None:
     first = today() - timedelta(days=2)
     rows = client.get("/api/energy", params={"meter": "house", "step": "day", "from": str(first),
                                              "to": str(today())}).json()
@@ -46,7 +46,7 @@ def test_energy_days_equal_the_register_differences(client, history: History) ->
     assert datetime.fromisoformat(hours[0]["start"]).tzinfo is not None
 
 
-def test_energy_matches_the_reader(client, history: History) -> None:  # type: ignore[no-untyped-def]
+def test_energy_matches_the_reader(client, history: History) -> None:
     reader = HistoryReader(history.path, ZoneInfo(ZONE))
     try:
         want = reader.energy("house", "hour", today(), today())
@@ -62,13 +62,13 @@ def test_energy_matches_the_reader(client, history: History) -> None:  # type: i
     ({"meter": "house", "from": "2026-13-01"}, "from", 400),
     ({"meter": "house", "from": "2026-03-02", "to": "2026-03-01"}, "to", 400),
 ])
-def test_energy_refuses_bad_parameters_by_name(client, query, parameter, status) -> None:  # type: ignore[no-untyped-def]
+def test_energy_refuses_bad_parameters_by_name(client, query, parameter, status) -> None:
     r = client.get("/api/energy", params=query)
     assert r.status_code == status
     assert r.json()["parameter"] == parameter and r.json()["error"]
 
 
-def test_series_gives_points_and_refuses_an_unknown_quantity(client, history: History) -> None:  # type: ignore[no-untyped-def]
+def test_series_gives_points_and_refuses_an_unknown_quantity(client, history: History) -> None:
     start = datetime.fromtimestamp(history.end_s - 3600, ZoneInfo(ZONE))
     points = client.get("/api/series", params={"meter": "house", "name": "active_power_import",
                                                "from": start.isoformat()}).json()
@@ -80,13 +80,13 @@ def test_series_gives_points_and_refuses_an_unknown_quantity(client, history: Hi
     assert client.get("/api/series", params={"meter": "house", "from": "yesterday"}).json()["parameter"] == "from"
 
 
-def test_now_without_a_push_says_why(client) -> None:  # type: ignore[no-untyped-def]
+def test_now_without_a_push_says_why(client) -> None:
     r = client.get("/api/now", params={"meter": "house"})
     assert r.status_code == 404
     assert "no push from meter 'house' yet" in r.json()["error"]
 
 
-def test_costs_price_the_energy(client) -> None:  # type: ignore[no-untyped-def]
+def test_costs_price_the_energy(client) -> None:
     body = client.get("/api/costs", params={"meter": "house", "step": "day", "from": str(today() - timedelta(days=1)),
                                             "to": str(today())}).json()
     for row in body["rows"]:
@@ -96,14 +96,14 @@ def test_costs_price_the_energy(client) -> None:  # type: ignore[no-untyped-def]
     assert body["total"]["fee"] == pytest.approx(sum(r["fee"] for r in body["rows"]), abs=1e-3)
 
 
-def test_peaks_and_status(client) -> None:  # type: ignore[no-untyped-def]
+def test_peaks_and_status(client) -> None:
     peaks = client.get("/api/peaks", params={"meter": "house", "from": str(today() - timedelta(days=2))}).json()
     assert peaks and all(p["mean_w"] > 0 for p in peaks)
     status = client.get("/api/status").json()
     assert "house" in status["meters"] and "processes" in status
 
 
-def test_export_csv_hour_and_minute(client) -> None:  # type: ignore[no-untyped-def]
+def test_export_csv_hour_and_minute(client) -> None:
     day = str(today() - timedelta(days=1))
     r = client.get("/export.csv", params={"meter": "house", "step": "hour", "from": day, "to": day})
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
@@ -117,7 +117,7 @@ def test_export_csv_hour_and_minute(client) -> None:  # type: ignore[no-untyped-
     assert too_long.status_code == 400 and too_long.json()["parameter"] == "to"
 
 
-def test_no_cors_and_no_secret_in_any_answer(client) -> None:  # type: ignore[no-untyped-def]
+def test_no_cors_and_no_secret_in_any_answer(client) -> None:
     for url in ("/api/meters", "/api/status", "/", "/status", "/costs"):
         r = client.get(url, headers={"Origin": "http://evil.example"})
         assert r.status_code == 200
@@ -127,11 +127,11 @@ def test_no_cors_and_no_secret_in_any_answer(client) -> None:  # type: ignore[no
 
 @pytest.mark.parametrize("url", ["/", "/live", "/history", "/history?view=month", "/history?view=year", "/peaks",
                                  "/costs", "/export", "/status", "/login"])
-def test_every_page_renders(client, url: str) -> None:  # type: ignore[no-untyped-def]
+def test_every_page_renders(client, url: str) -> None:
     r = client.get(url)
     assert r.status_code == 200 and "<nav" in r.text
 
 
-def test_a_page_with_a_bad_parameter_names_it(client) -> None:  # type: ignore[no-untyped-def]
+def test_a_page_with_a_bad_parameter_names_it(client) -> None:
     r = client.get("/history", params={"view": "week"})
     assert r.status_code == 400 and "view" in r.text

@@ -93,7 +93,7 @@ def publish_until_seen(sock: zmq.Socket[bytes], events: Events, msg: ReadingsMes
     raise AssertionError("the push never came back from /events")
 
 
-def test_sse_and_now_follow_the_socket(pub, history: History) -> None:  # type: ignore[no-untyped-def]
+def test_sse_and_now_follow_the_socket(pub, history: History) -> None:
     sock, endpoint, rundir = pub
     port = free_port()
     config = write_config(rundir, history.path, listen=f"127.0.0.1:{port}", readings=endpoint)
@@ -134,7 +134,7 @@ def test_a_slow_client_never_blocks_the_others() -> None:
     asyncio.run(run())
 
 
-def test_stalled_reader_over_tcp_does_not_stop_a_live_one(pub, history: History) -> None:  # type: ignore[no-untyped-def]
+def test_stalled_reader_over_tcp_does_not_stop_a_live_one(pub, history: History) -> None:
     sock, endpoint, rundir = pub
     port = free_port()
     config = write_config(rundir, history.path, listen=f"127.0.0.1:{port}", readings=endpoint)

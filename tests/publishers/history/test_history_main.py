@@ -26,19 +26,21 @@ def register(m: object, name: str) -> int:
 
 def test_handler_flushes_a_minute_and_gives_the_cursor(tmp_path: Path) -> None:
     writer = HistoryWriter(tmp_path / "h.sqlite", ZURICH)
-    handler = HistoryHandler(writer)
+    handler = HistoryHandler(writer, ["house", "flat"])
     pushes = list(simulated(T0, 300, 1.0))
-    clock = 1000.0
+    clock = 960.0  # a full minute of the wall clock: flushes come 2 s after each
     handler.tick(clock)
     for m in pushes[:150]:
         handler.on_readings(m)
     handler.tick(clock + 59)
-    assert handler.replay_cursor() == {}  # nothing written before the minute is up
-    handler.tick(clock + 60)
-    assert handler.replay_cursor() == {"house": pushes[119].received_ns}  # minutes 0 and 1 are closed
+    # nothing written before the minute is up: every configured meter asks the decoder for everything
+    assert handler.replay_cursor() == {"house": 0, "flat": 0}
+    handler.tick(clock + 62)
+    # minutes 0 and 1 are closed
+    assert handler.replay_cursor() == {"house": pushes[119].received_ns, "flat": 0}
     for m in pushes[150:]:
         handler.on_readings(m)
-    handler.tick(clock + 121)
+    handler.tick(clock + 123)
     writer.close()
     (day,) = HistoryReader(tmp_path / "h.sqlite", ZURICH).energy("house", "day", T0.date(), T0.date())
     assert day.deltas["active_energy_import"] == \
@@ -54,7 +56,8 @@ def test_process_stores_published_pushes_and_exits_2_on_a_foreign_db(tmp_path: P
     log = tmp_path / "history.log"
     proc = spawn("meterpipe.publishers.history.main", cfg, log)
     try:
-        wait_for(lambda: "subscribed to" in log.read_text(), 20, "the history process to subscribe")
+        # subscribed, and done asking the (absent) decoder to replay what the database lacks
+        wait_for(lambda: "replay request" in log.read_text(), 20, "the history process to subscribe")
         pushes = list(simulated(T0, 180, 1.0))
         for m in pushes[:2]:  # the subscription may need a moment: resend until stored
             feeder.send(m)
