@@ -111,6 +111,7 @@ class WebConfig:
     timezone: str = "UTC"  # IANA name; resolved from the system when not set
     hosts: tuple[str, ...] = ()  # extra Host header names accepted (DNS-rebinding check)
     password_file: Path = Path("data/web-password")  # scrypt hash, written by `meterpipe web set-password`
+    secure_cookie: bool = False  # true: the session cookie is Secure (behind a TLS reverse proxy)
     tariff: TariffConfig = field(default_factory=TariffConfig)
 
     @property
@@ -146,6 +147,7 @@ def web_config(s: Section | None, data_dir: Path) -> WebConfig:
         timezone=zone,
         hosts=tuple(h.lower() for h in hosts),
         password_file=s.path_value("password_file", default_password) or default_password,
+        secure_cookie=s.boolean("secure_cookie", False),
         tariff=_tariff(s.sub("tariff")),
     )
     s.finish()

@@ -7,21 +7,27 @@ meter time. Each push takes the real path as far as it can without a clock:
 the simulator's bytes, the decoder's :class:`~meterpipe.decoder.session.MeterDecoder`,
 and the history process's :class:`~meterpipe.publishers.history.store.HistoryWriter`.
 
-Two steps, so that the live pipeline need not wait for the second:
+Two passes over the same deterministic simulation, so that the live pipeline
+need not wait for the second and nothing is held in memory:
 
-1. :func:`simulate` (about a second for a week of two meters) plays the meters
-   and leaves the registers they end with in their state files, where the live
-   simulators start (``meterpipe simulate --state``): no register goes down.
-2. :func:`store` decodes and writes the pushes while the live pipeline starts;
-   the history process starts after it (it is the only writer from then on) and
-   asks the decoder to replay the live pushes it missed meanwhile.
+1. :func:`plan` plays the meters to learn the registers they end with and
+   leaves them in their state files, where the live simulators start
+   (``meterpipe simulate --state``): no register goes down. About a second
+   for a week of two meters.
+2. :func:`store` plays them again from the same start, decodes each push and
+   writes it, while the live pipeline starts; the history process starts after
+   it (the only writer from then on) and asks the decoder to replay the live
+   pushes it missed meanwhile.
+
+A meter the history database does not hold starts afresh (its state file is
+ignored), so a deleted database is filled again rather than left empty.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -29,7 +35,7 @@ from meterpipe.common.config import Config
 from meterpipe.common.schema import LinkLayer, ReadingsMessage
 from meterpipe.common.values import Push
 from meterpipe.decoder.session import MeterDecoder
-from meterpipe.simulator.meter import MeterSimulator
+from meterpipe.simulator.meter import MeterSimulator, SimulatedPush
 from meterpipe.simulator.state import MeterState, load_state, save_state
 
 STEP_S = 60  # one push a minute of meter time: a minute row each, a week in a few seconds
@@ -43,48 +49,57 @@ class BackfillMeter:
     state_file: Path
 
 
-@dataclass(slots=True)
-class Played:
-    """One meter's simulated pushes: receive time (unix s) and link-layer frames of each."""
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """One meter's backfill: a push every ``STEP_S`` from ``start`` up to ``end`` (unix s), the
+    simulator starting from ``registers`` (None: its own start values)."""
 
     meter: BackfillMeter
-    pushes: list[tuple[float, tuple[bytes, ...]]] = field(default_factory=list)
+    start: float
+    end: float
+    registers: dict[str, int] | None
 
 
-def simulate(meters: Sequence[BackfillMeter], days: float, now: float | None = None) -> list[Played]:
-    """Play each meter from ``days`` ago (or its state file's time) up to ``now``; save its state."""
+def play(planned: Planned) -> Iterator[tuple[float, MeterSimulator, SimulatedPush]]:
+    """The pushes of a backfill, the same ones each time (the simulator is deterministic)."""
+    simulator = MeterSimulator(planned.meter.model, start_registers=planned.registers)
+    when = planned.start
+    while when < planned.end:
+        yield when, simulator, simulator.push(datetime.fromtimestamp(when).astimezone())
+        when += STEP_S
+
+
+def plan(config: Config, meters: Sequence[BackfillMeter], days: float, now: float | None = None) -> list[Planned]:
+    """Where each meter's backfill starts and ends; the registers it ends with go to its state file."""
     end = time.time() if now is None else now
-    played = []
+    held = _held_meters(config)
+    plans = []
     for meter in meters:
-        state = load_state(meter.state_file)
+        state = _state(meter) if meter.name in held else None
         start = end - days * 86400
         if state is not None:
             start = max(start, state.time + STEP_S)
-        simulator = MeterSimulator(meter.model, start_registers=state.registers if state is not None else None)
-        one = Played(meter)
-        when = start
-        while when < end:
-            one.pushes.append((when, simulator.push(datetime.fromtimestamp(when).astimezone()).frames))
-            when += STEP_S
-        if one.pushes:
-            save_state(meter.state_file, MeterState(simulator.registers(), one.pushes[-1][0]))
-        played.append(one)
-    return played
+        one = Planned(meter, start, end, state.registers if state is not None else None)
+        last: tuple[float, MeterSimulator] | None = None
+        for when, simulator, _ in play(one):
+            last = when, simulator
+        if last is not None:
+            save_state(meter.state_file, MeterState(last[1].registers(), last[0]))
+        plans.append(one)
+    return plans
 
 
-def store(config: Config, played: Sequence[Played]) -> int:
-    """Decode the played pushes and write them into the history database; the pushes stored."""
+def store(config: Config, plans: Sequence[Planned]) -> int:
+    """Play the planned pushes again, decode them and write them into the history; the pushes stored."""
     from meterpipe.publishers.history.store import HistoryWriter  # only the demo needs it
 
-    history = config.publishers.history
-    writer = HistoryWriter(history.path, config.web.zone, minute_retention_days=history.minute_retention_days,
-                           recent_hours=history.recent_hours)
+    writer = HistoryWriter.from_config(config)
     stored = 0
     try:
-        for one in played:
+        for one in plans:
             decoder = MeterDecoder(one.meter.name, link=LinkLayer.HDLC, model=one.meter.model)
-            for when, frames in one.pushes:
-                for frame in frames:
+            for when, _, pushed in play(one):
+                for frame in pushed.frames:
                     for outcome in decoder.feed_frame(frame, LinkLayer.HDLC):
                         if isinstance(outcome, Push):
                             stored += 1
@@ -97,5 +112,24 @@ def store(config: Config, played: Sequence[Played]) -> int:
 
 
 def backfill(config: Config, meters: Sequence[BackfillMeter], days: float, now: float | None = None) -> int:
-    """Both steps at once (tests, benchmarks): the pushes stored."""
-    return store(config, simulate(meters, days, now))
+    """Both passes at once (tests, benchmarks): the pushes stored."""
+    return store(config, plan(config, meters, days, now))
+
+
+def _state(meter: BackfillMeter) -> MeterState | None:
+    try:
+        return load_state(meter.state_file)
+    except ValueError as exc:
+        print(f"meterpipe demo: {exc}; meter {meter.name} starts afresh", flush=True)
+        return None
+
+
+def _held_meters(config: Config) -> set[str]:
+    """The meters the history database holds (none when it does not exist yet)."""
+    from meterpipe.publishers.history.query import HistoryReader
+
+    reader = HistoryReader(config.publishers.history.path, config.web.zone)
+    try:
+        return {m.name for m in reader.meters()}
+    finally:
+        reader.close()

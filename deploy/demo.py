@@ -48,9 +48,10 @@ from meterpipe.deploy.supervise import (
 )
 
 if TYPE_CHECKING:
-    from meterpipe.deploy.backfill import Played
+    from meterpipe.deploy.backfill import Planned
 
 DEMO_METERS = (("house", "e450", True), ("flat", "am550", False))
+MAX_HISTORY_DAYS = 31  # the backfill's first pass runs before the start: about a second a week
 
 
 def _write_secret(path: Path, data: bytes) -> None:
@@ -121,13 +122,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="serve the web page here (default 127.0.0.1:8080, this machine only)")
     parser.add_argument("--no-web", action="store_true", help="no web page")
     parser.add_argument("--history-days", type=float, default=7.0, metavar="N",
-                        help="first fill the history with N days of simulated pushes (default 7; 0: none)")
+                        help=f"first fill the history with N days of simulated pushes (default 7, at most "
+                        f"{MAX_HISTORY_DAYS}; 0: none)")
     parser.add_argument("--json", action="store_true", help="print readings as JSON lines")
     args = parser.parse_args(argv)
     if args.interval < 0.05:
         parser.error("--interval must be at least 0.05 s")
-    if not 0 <= args.history_days <= 3660:
-        parser.error("--history-days must be between 0 and 3660")
+    if not 0 <= args.history_days <= MAX_HISTORY_DAYS:
+        parser.error(f"--history-days must be between 0 and {MAX_HISTORY_DAYS}")
     web = None if args.no_web else args.web
     if web is not None and (problem := _port_problem(web)):
         parser.error(f"--web {web}: {problem}")
@@ -142,8 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     data_dir.mkdir(parents=True, exist_ok=True)
     config_path = write_demo_config(rundir, data_dir, args.interval, args.mqtt, web)
     config = load_config_or_exit(str(config_path))
-    played = _simulate(data_dir, args.history_days) if args.history_days > 0 else None
-    held = ("history",) if played is not None else ()
+    plans = _plan(config, data_dir, args.history_days) if args.history_days > 0 else None
+    held = ("history",) if plans is not None else ()
     write_programs(rundir, programs_conf(config, extra=[simulator_programs(rundir, args.interval, data_dir)],
                                          held=held))
     log_path = rundir / "supervisord.log"
@@ -159,29 +161,34 @@ def main(argv: Sequence[str] | None = None) -> int:
             pass_fds=(lock,),  # supervisord holds the instance lock too, for as long as it runs
         )
     record_holder(lock, supervisord.pid)
+    backfill: threading.Thread | None = None
     try:
-        if played is not None:  # while the pipeline starts and the readings show
-            threading.Thread(target=_store, args=(config, played, rundir), daemon=True).start()
+        if plans is not None:  # while the pipeline starts and the readings show
+            backfill = threading.Thread(target=_store, args=(config, plans, rundir), name="backfill")
+            backfill.start()
         return _show(config.endpoints.readings, args.seconds, args.json, supervisord)
     finally:
+        if backfill is not None and backfill.is_alive():  # a half-written week would stay a hole
+            print("meterpipe demo: finishing the history backfill first ...", flush=True)
+            backfill.join()
         _stop(supervisord)
         os.close(lock)
 
 
-def _simulate(data_dir: Path, days: float) -> list[Played]:
-    """The backfill's pushes; the live simulators start from the registers they end with."""
-    from meterpipe.deploy.backfill import BackfillMeter, simulate
+def _plan(config: Config, data_dir: Path, days: float) -> list[Planned]:
+    """The backfill's plan; the live simulators start from the registers it ends with."""
+    from meterpipe.deploy.backfill import BackfillMeter, plan
 
     meters = [BackfillMeter(name, model, state_file(data_dir, name)) for name, model, _ in DEMO_METERS]
-    return simulate(meters, days)
+    return plan(config, meters, days)
 
 
-def _store(config: Config, played: list[Played], rundir: Path) -> None:
+def _store(config: Config, plans: list[Planned], rundir: Path) -> None:
     """Write the backfill while the live pipeline starts, then start the history process."""
     from meterpipe.deploy.backfill import store
 
     started = time.monotonic()
-    stored = store(config, played)
+    stored = store(config, plans)
     deadline = time.monotonic() + 30
     while True:  # supervisord may still be starting up: its control socket comes first
         out = supervisorctl(rundir, "start", "history", capture=True).stdout

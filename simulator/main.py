@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import binascii
+import logging
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -31,6 +32,8 @@ from meterpipe.simulator.meter import Meter, MeterSimulator, ReplayMeter, Simula
 from meterpipe.simulator.models import MODELS
 from meterpipe.simulator.sinks import PtySink, SerialSink, Sink, make_link, transmit
 from meterpipe.simulator.state import MeterState, load_state, save_state
+
+log = logging.getLogger(__name__)
 
 MIN_INTERVAL_S: Final = 0.05
 
@@ -95,7 +98,7 @@ def _run(args: argparse.Namespace, sink: Sink, stop: StopFlag, record: IO[str] |
     if args.replay is not None:
         meter = ReplayMeter(read_capture(args.replay))
     else:
-        state = load_state(args.state) if args.state is not None else None
+        state = _state(args.state) if args.state is not None else None
         meter = simulator = MeterSimulator(
             args.model,
             key=_parse_key(args.key, "--key"),
@@ -111,6 +114,15 @@ def _run(args: argparse.Namespace, sink: Sink, stop: StopFlag, record: IO[str] |
     finally:
         if isinstance(meter, _Keeping):
             meter.save()
+
+
+def _state(path: Path) -> MeterState | None:
+    """The registers to start from; an unreadable file (a power cut) is reported and ignored."""
+    try:
+        return load_state(path)
+    except ValueError as exc:
+        log.warning("--state: %s; starting from the simulator's own registers", exc)
+        return None
 
 
 class _Keeping:
@@ -175,11 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SystemExit("error: --auth-key: needs --key too")
         if args.replay is not None and not args.replay.is_file():
             raise SystemExit(f"error: --replay: no such file {args.replay}")
-        if args.state is not None:
-            try:
-                load_state(args.state)
-            except ValueError as exc:
-                raise SystemExit(f"error: --state: {exc}") from exc
+
     except SystemExit as exc:
         print(exc.code, file=sys.stderr)
         return EXIT_CONFIG

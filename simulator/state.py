@@ -44,7 +44,10 @@ def load_state(path: Path) -> MeterState | None:
 
 
 def save_state(path: Path, state: MeterState) -> None:
-    """Write ``state`` atomically (a crash leaves the old file or the new one)."""
+    """Write ``state`` atomically: after a crash or a power cut, the old file or the new one."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"registers": state.registers, "time": state.time}), encoding="utf-8")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write(json.dumps({"registers": state.registers, "time": state.time}))
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -10,22 +10,26 @@ import asyncio
 import csv
 import io
 import json
-from collections.abc import AsyncIterator, Iterator
-from datetime import datetime, timedelta
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterable
+from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from meterpipe.common.schema import readings_json
+from meterpipe.publishers.history.aggregate import REGISTER_UNITS
 from meterpipe.web import params, views
-from meterpipe.web.params import ParamError
+from meterpipe.web.guard import signed_in
 from meterpipe.web.site import Site, site_of
 from meterpipe.web.status import meter_status
 
+if TYPE_CHECKING:
+    from meterpipe.publishers.history.query import HistoryReader
+
 SSE_PING_S = 30.0
 SERIES_HOURS = 3
-KILO_REGISTERS = ("kWh", "kvarh", "kVAh")  # history gives registers in Wh / varh / VAh
+EXPORT_CHUNK_DAYS = {"minute": 1, "quarter": 7, "hour": 31, "day": 366}  # days per history query of a CSV export
 
 
 async def meters_info(site: Site) -> list[dict[str, Any]]:
@@ -79,6 +83,12 @@ async def api_energy(request: Request) -> Response:
     return JSONResponse(rows)
 
 
+def base_factor(unit: str | None) -> float:
+    """What a live register value is multiplied by to be in the history's unit (kWh -> Wh: 1000)."""
+    reg = REGISTER_UNITS.get(unit or "")
+    return 1.0 if reg is None else float(10 ** (reg[1] - 3))  # REGISTER_UNITS: milli-units
+
+
 async def series_points(site: Site, meter: str, name: str, start: datetime, end: datetime) -> list[list[Any]]:
     points = await site.store.run(lambda r: r.series(meter, name, start, end))
     newest = points[-1][0] if points else start.timestamp()
@@ -89,7 +99,7 @@ async def series_points(site: Site, meter: str, name: str, start: datetime, end:
                 if reading.name == name and reading.is_number:
                     value = reading.json_value()
                     assert not isinstance(value, str)
-                    points.append((ts, float(value) * (1000 if reading.unit in KILO_REGISTERS else 1)))
+                    points.append((ts, float(value) * base_factor(reading.unit)))
     return [[views.iso(ts, site.zone, "milliseconds"), value] for ts, value in points]
 
 
@@ -161,49 +171,79 @@ async def api_status(request: Request) -> Response:
 
 
 async def export_csv(request: Request) -> Response:
+    """A CSV download, streamed: each chunk of days is read on the history thread while the
+    previous one is on its way, so a month of minutes never sits in memory at once."""
     site = site_of(request)
     q = request.query_params
     meter = await known_meter(site, request)
     step = params.choice(q, "step", params.EXPORT_STEPS, "hour")
     first, last = params.day_range(q, site.today(), step)
-    if step == "minute":
-        start = datetime.combine(first, datetime.min.time(), site.zone)
-        end = datetime.combine(last + timedelta(days=1), datetime.min.time(), site.zone)
-        header, data = await site.store.run(lambda r: r.minutes(meter, start, end))
-        rows: list[list[Any]] = [list(row) for row in data]
-    else:
-        records = await site.store.run(lambda r: views.energy_rows(r, meter, step, first, last))
-        keys = ["start", *sorted({k for rec in records for k in rec} - {"start", "gap"}), "gap"]
-        header, rows = keys, [[rec.get(k, "") for k in keys] for rec in records]
+    chunks = list(_chunks(first, last, EXPORT_CHUNK_DAYS[step]))
+    zone = site.zone
+
+    def minutes(a: date, b: date) -> Callable[[HistoryReader], tuple[list[str], list[list[object]]]]:
+        start = datetime.combine(a, datetime.min.time(), zone)
+        end = datetime.combine(b + timedelta(days=1), datetime.min.time(), zone)
+        return lambda r: r.minutes(meter, start, end)
+
+    def energy(a: date, b: date) -> Callable[[HistoryReader], list[dict[str, Any]]]:
+        return lambda r: views.energy_rows(r, meter, step, a, b)
+
+    async def body() -> AsyncIterator[str]:
+        if step == "minute":
+            for i, (a, b) in enumerate(chunks):
+                header, rows = await site.store.run(minutes(a, b))
+                yield _csv_text(rows, header if i == 0 else None)
+            return
+        keys = await site.store.run(lambda r: views.energy_keys(r, meter))
+        for i, (a, b) in enumerate(chunks):
+            records = await site.store.run(energy(a, b))
+            yield _csv_text(([rec.get(k, "") for k in keys] for rec in records), keys if i == 0 else None)
+
     name = f"meterpipe-{meter}-{step}-{first}_{last}.csv"
-    return StreamingResponse(_csv_lines(header, rows), media_type="text/csv; charset=utf-8",
+    return StreamingResponse(body(), media_type="text/csv; charset=utf-8",
                              headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
-def _csv_lines(header: list[str], rows: list[list[Any]]) -> Iterator[str]:
+def _chunks(first: date, last: date, days: int) -> Iterable[tuple[date, date]]:
+    a = first
+    while a <= last:
+        b = min(last, a + timedelta(days=days - 1))
+        yield a, b
+        a = b + timedelta(days=1)
+
+
+def _csv_text(rows: Iterable[list[Any]], header: list[str] | None) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    for i, row in enumerate(rows):
+    if header is not None:
+        writer.writerow(header)
+    for row in rows:
         writer.writerow(["true" if v is True else "false" if v is False else v for v in row])
-        if i % 500 == 499:
-            yield buf.getvalue()
-            buf.seek(0)
-            buf.truncate()
-    yield buf.getvalue()
+    return buf.getvalue()
 
 
 # --- server-sent events ---------------------------------------------------------------
 
 
 async def events(request: Request) -> Response:
+    """``event: reading`` per push (the latest of each meter first), ``event: status``, a ping
+    every :data:`SSE_PING_S`. The client is subscribed inside the stream, so a connection that
+    closes before the first chunk never holds a slot; off loopback, every item and ping checks
+    the session again, so signing out or a new password ends the stream."""
     site = site_of(request)
-    client = site.hub.subscribe()
-    if client is None:
+    if site.hub.full():
         return JSONResponse({"error": "too many live connections; close another tab"}, status_code=503)
     initial = [readings_json(m) for m in site.hub.latest.values()]
+    scope = request.scope
+
+    def allowed() -> bool:
+        return site.web.loopback_only or signed_in(site, scope)
 
     async def stream() -> AsyncIterator[str]:
+        client = site.hub.subscribe()
+        if client is None:  # filled up since the check above
+            return
         try:
             yield "retry: 3000\n\n"
             for data in initial:
@@ -212,9 +252,8 @@ async def events(request: Request) -> Response:
                 try:
                     item = await asyncio.wait_for(client.queue.get(), SSE_PING_S)
                 except TimeoutError:
-                    yield ": ping\n\n"
-                    continue
-                if item is None:
+                    item = ": ping\n\n"
+                if item is None or not allowed():
                     return
                 yield item
         finally:
@@ -222,8 +261,3 @@ async def events(request: Request) -> Response:
 
     return StreamingResponse(stream(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
-
-
-def param_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ParamError)
-    return JSONResponse(exc.as_json(), status_code=exc.status)

@@ -16,11 +16,13 @@ Pure logic, no ASGI here (:mod:`meterpipe.web.guard` applies it to requests).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
 import os
 import secrets
+import socket
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -99,7 +101,7 @@ class Sessions:
 
     ttl: float = SESSION_SECONDS
     limit: int = MAX_SESSIONS
-    _tokens: dict[str, tuple[float, int]] = field(default_factory=dict)
+    _tokens: dict[str, tuple[float, int]] = field(default_factory=dict, repr=False)  # never in a log line
 
     def create(self, generation: int, now: float | None = None) -> str:
         now = time.monotonic() if now is None else now
@@ -140,6 +142,25 @@ class LoginLimiter:
     overall: int = 30
     _failures: deque[tuple[float, str]] = field(default_factory=deque)
 
+    def reserve(self, client: str, now: float | None = None) -> tuple[float, str] | None:
+        """Count an attempt as failed before checking it, so parallel attempts cannot pass the
+        limit while their checks run: the entry to :meth:`release` on success, or None (and
+        nothing counted) when ``client`` must wait."""
+        now = time.monotonic() if now is None else now
+        if self.retry_after(client, now) > 0:
+            return None
+        entry = (now, client)
+        self._failures.append(entry)
+        self._trim()
+        return entry
+
+    def release(self, entry: tuple[float, str]) -> None:
+        """The reserved attempt was right after all: it does not count."""
+        try:
+            self._failures.remove(entry)
+        except ValueError:  # already aged out of the window
+            pass
+
     def retry_after(self, client: str, now: float | None = None) -> float:
         """0 when ``client`` may try now, else the seconds until it may."""
         now = time.monotonic() if now is None else now
@@ -154,6 +175,9 @@ class LoginLimiter:
 
     def failed(self, client: str, now: float | None = None) -> None:
         self._failures.append((time.monotonic() if now is None else now, client))
+        self._trim()
+
+    def _trim(self) -> None:
         while len(self._failures) > 10 * self.overall:
             self._failures.popleft()
 
@@ -175,11 +199,25 @@ def _ip(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
-def host_allowed(header: str | None, listen_host: str, extra: Iterable[str]) -> bool:
+@functools.cache
+def machine_names() -> frozenset[str]:
+    """This machine's own names: its hostname, ``<hostname>.local`` (mDNS) and its FQDN."""
+    names = set()
+    for name in (socket.gethostname(), socket.getfqdn()):
+        name = name.strip().lower().rstrip(".")
+        if name and _ip(name) is None:
+            names.add(name)
+            names.add(name.split(".", 1)[0] + ".local")
+    return frozenset(names)
+
+
+def host_allowed(header: str | None, listen_host: str, extra: Iterable[str],
+                 own: Iterable[str] | None = None) -> bool:
     """Is ``Host`` a name this server answers to? The listen address itself, any address
-    when listening on all (0.0.0.0 / ::), the ``[web] hosts`` names, and localhost names
-    when listening on loopback. A name not listed is refused even if it resolves here:
-    that is exactly what a DNS-rebinding page sends."""
+    when listening on all (0.0.0.0 / ::), the ``[web] hosts`` names, localhost names, and,
+    off loopback, the machine's own names (``own``, default :func:`machine_names`). A name
+    not listed is refused even if it resolves here: that is exactly what a DNS-rebinding
+    page sends."""
     if not header:
         return False
     name = split_host(header)
@@ -191,7 +229,9 @@ def host_allowed(header: str | None, listen_host: str, extra: Iterable[str]) -> 
         if listen.is_unspecified or ip == listen:
             return True
         return listen.is_loopback and ip.is_loopback
-    return listen.is_loopback and name in LOCAL_NAMES
+    if name in LOCAL_NAMES:
+        return listen.is_loopback or listen.is_unspecified
+    return not listen.is_loopback and name in (machine_names() if own is None else frozenset(own))
 
 
 def origin_allowed(origin: str | None, host_header: str | None) -> bool:

@@ -14,6 +14,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from http.cookies import SimpleCookie
+from typing import TypeGuard
 from urllib.parse import quote
 
 from starlette.requests import Request
@@ -118,27 +119,40 @@ async def attempt(request: Request, password: object) -> tuple[int, str, str | N
     """(status, message, session token) for one sign-in attempt."""
     site = site_of(request)
     client = _client(request)
-    wait = site.limiter.retry_after(client)
-    if wait > 0:
-        return 429, f"too many failed sign-ins: try again in {int(wait) + 1} s", None
     stored = site.passwords.stored()
     if stored is None:
         return 403, "no password set: run '" + site.set_password_command() + "'", None
-    if not isinstance(password, str) or not password or len(password.encode()) > MAX_PASSWORD_BYTES:
-        site.limiter.failed(client)
+    slot = site.limiter.reserve(client)  # counted as failed until it proves right
+    if slot is None:
+        wait = site.limiter.retry_after(client)
+        return 429, f"too many failed sign-ins: try again in {int(wait) + 1} s", None
+    if not _plausible(password):
         return 401, "wrong password", None
-    ok = await asyncio.get_running_loop().run_in_executor(None, check_password, stored, password)
+    async with site.checks:  # each scrypt check takes 16 MiB: only a few at a time
+        ok = await asyncio.get_running_loop().run_in_executor(None, check_password, stored, password)
     if not ok:
-        site.limiter.failed(client)
         log.warning("failed sign-in from %s", client)
         return 401, "wrong password", None
+    site.limiter.release(slot)
     log.info("signed in from %s", client)
     return 200, "signed in", site.sessions.create(site.passwords.generation)
 
 
+def _plausible(password: object) -> TypeGuard[str]:
+    """A non-empty string of at most MAX_PASSWORD_BYTES in UTF-8; a lone surrogate (JSON
+    ``"\\ud800"``) cannot be one: it is a wrong password, never an error."""
+    if not isinstance(password, str) or not password:
+        return False
+    try:
+        return len(password.encode()) <= MAX_PASSWORD_BYTES
+    except UnicodeEncodeError:
+        return False
+
+
 def set_session(response: Response, request: Request, token: str) -> None:
-    response.set_cookie(SESSION_COOKIE, token, max_age=int(site_of(request).sessions.ttl), path="/",
-                        httponly=True, samesite="strict", secure=request.url.scheme == "https")
+    site = site_of(request)
+    response.set_cookie(SESSION_COOKIE, token, max_age=int(site.sessions.ttl), path="/", httponly=True,
+                        samesite="strict", secure=site.web.secure_cookie or request.url.scheme == "https")
 
 
 async def api_login(request: Request) -> Response:
@@ -166,5 +180,6 @@ async def logout(request: Request) -> Response:
     site = site_of(request)
     site.sessions.drop(session_token(request.scope))
     response = RedirectResponse("/login" if not site.web.loopback_only else "/", status_code=303)
-    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict",
+                           secure=site.web.secure_cookie or request.url.scheme == "https")
     return response

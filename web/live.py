@@ -24,6 +24,7 @@ import zmq
 import zmq.asyncio
 
 from meterpipe.common.errors import SchemaError
+from meterpipe.common.process import Backoff
 from meterpipe.common.schema import (
     READING_TOPIC,
     STATUS_TOPIC,
@@ -41,6 +42,8 @@ CLIENT_QUEUE = 64  # messages per SSE client before it starts losing them
 MAX_CLIENTS = 32
 RCVHWM = 10_000
 RECONNECT_MAX_MS = 5_000
+RESTART_INITIAL_S = 0.5  # after the SUB loop failed: first delay before it starts again
+RESTART_MAX_S = 30.0
 
 
 def status_json(status: Status) -> dict[str, Any]:
@@ -94,6 +97,23 @@ class LiveHub:
             _offer(client, None, force=True)
 
     async def _run(self, endpoint: str) -> None:
+        """The SUB loop; anything that ends it other than a stop is logged, and the socket is
+        opened again after a backoff (a dead task would freeze every page's live values)."""
+        backoff = Backoff(initial=RESTART_INITIAL_S, cap=RESTART_MAX_S)
+        while True:
+            started = time.monotonic()
+            try:
+                await self._subscribe(endpoint)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                if time.monotonic() - started > RESTART_MAX_S:
+                    backoff.reset()
+                delay = backoff.next_delay()
+                log.exception("live values from %s stopped; opening the socket again in %.1f s", endpoint, delay)
+                await asyncio.sleep(delay)
+
+    async def _subscribe(self, endpoint: str) -> None:
         self._ctx = zmq.asyncio.Context()
         sock = self._ctx.socket(zmq.SUB)
         sock.setsockopt(zmq.LINGER, 0)
@@ -153,9 +173,12 @@ class LiveHub:
 
     # --- SSE clients -----------------------------------------------------------
 
+    def full(self) -> bool:
+        return len(self._clients) >= MAX_CLIENTS
+
     def subscribe(self) -> Client | None:
         """A new SSE client, or None when :data:`MAX_CLIENTS` are connected."""
-        if len(self._clients) >= MAX_CLIENTS:
+        if self.full():
             return None
         client = Client()
         self._clients.add(client)

@@ -38,9 +38,17 @@ def templates() -> Jinja2Templates:
         env.autoescape = True
         env.filters["kwh"] = lambda wh: "–" if wh is None else f"{float(wh) / 1000:,.2f}".replace(",", "\u202f")
         env.filters["num"] = _num
+        env.filters["price"] = _price
         env.filters["money"] = lambda v: "–" if v is None else f"{v:,.2f}".replace(",", "\u202f")
         env.filters["pct"] = lambda v, top: f"{max(0.0, min(100.0, 100 * float(v or 0) / float(top))):.2f}"
     return _templates
+
+
+def _price(value: float) -> str:
+    """A price per kWh: two decimals at least, up to four (0.30, 0.2745)."""
+    text = f"{value:.4f}".rstrip("0")
+    whole, _, decimals = text.partition(".")
+    return f"{whole}.{decimals.ljust(2, '0')}"
 
 
 def _num(value: Any, digits: int = 0) -> str:
@@ -51,7 +59,7 @@ def _num(value: Any, digits: int = 0) -> str:
 
 async def render(request: Request, name: str, status: int = 200, **context: Any) -> Response:
     site = site_of(request)
-    base = {"nav": NAV, "site": site, "web": site.web, "loopback": site.web.loopback_only,
+    base = {"nav": NAV, "web": site.web, "loopback": site.web.loopback_only,
             "signed_in": guard.signed_in(site, request.scope), "command": site.set_password_command(),
             "has_password": site.passwords.exists(), "zone": site.web.timezone}
     base.update(context)
@@ -152,7 +160,7 @@ async def status_page(request: Request) -> Response:
     meters = [{"name": n, **meter_status(site.hub.status.get(n), site.hub.age(n, now), now),
                "empty": api.no_push(n)} for n in names]
     return await render(request, "status.html", page="status", meters=meters, processes=processes, note=note,
-                        hub=site.hub)
+                        live={"received": site.hub.received, "clients": site.hub.clients})
 
 
 async def login_page(request: Request) -> Response:

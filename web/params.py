@@ -7,13 +7,18 @@ from collections.abc import Iterable, Mapping
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from meterpipe.common.errors import MeterpipeError
+
 ENERGY_STEPS = ("quarter", "hour", "day", "month", "year")
 EXPORT_STEPS = ("minute", "quarter", "hour", "day")
 MAX_DAYS = {"minute": 31, "quarter": 366, "hour": 3660, "day": 36600, "month": 36600, "year": 36600}
 
 
-class ParamError(Exception):
-    """A bad query parameter: ``status`` 400, or 404 for a meter that does not exist."""
+class ParamError(MeterpipeError):
+    """A request the web cannot answer as asked: a bad query parameter (``status`` 400), a meter
+    that does not exist (404), the history database unable to answer (503)."""
+
+    kind = "request"
 
     def __init__(self, parameter: str, message: str, status: int = 400) -> None:
         super().__init__(message)

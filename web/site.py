@@ -7,6 +7,7 @@ the web section and the history path).
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
@@ -18,6 +19,8 @@ from meterpipe.web.auth import LoginLimiter, PasswordFile, Sessions
 from meterpipe.web.live import LiveHub
 from meterpipe.web.status import ProcessStates
 from meterpipe.web.store import HistoryStore
+
+MAX_CHECKS = 2  # password checks at a time (scrypt: 16 MiB each)
 
 
 @dataclass(slots=True)
@@ -31,6 +34,7 @@ class Site:
     limiter: LoginLimiter = field(default_factory=LoginLimiter)
     processes: ProcessStates = field(default_factory=ProcessStates)
     config_path: str = "FILE"  # shown in "meterpipe web set-password --config FILE"
+    checks: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_CHECKS), repr=False)
 
     @property
     def zone(self) -> ZoneInfo:

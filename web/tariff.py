@@ -17,9 +17,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from meterpipe.common.web_config import TariffConfig
-
-IMPORT = "active_energy_import"
-EXPORT = "active_energy_export"
+from meterpipe.publishers.history.aggregate import IMPORT_TOTAL, export_delta, import_delta
 
 
 @dataclass(slots=True)
@@ -74,15 +72,15 @@ def time_price(tariff: TariffConfig, at: datetime) -> float | None:
 
 def step_cost(tariff: TariffConfig, at: datetime, deltas: dict[str, float]) -> Cost:
     """The cost of one step of energy (``deltas``: register name -> Wh) booked at ``at``."""
-    cost = Cost(import_wh=float(deltas.get(IMPORT, 0.0)), export_wh=float(deltas.get(EXPORT, 0.0)))
+    cost = Cost(import_wh=float(import_delta(deltas)), export_wh=float(export_delta(deltas)))
     flat = time_price(tariff, at)
     by_register = dict(tariff.register_prices)
-    counted = [name for name in by_register if f"{IMPORT}_{name}" in deltas]
+    counted = [name for name in by_register if f"{IMPORT_TOTAL}_{name}" in deltas]
     if counted:
         total = 0.0
         covered = 0.0
         for name, price in by_register.items():
-            wh = float(deltas.get(f"{IMPORT}_{name}", 0.0))
+            wh = float(deltas.get(f"{IMPORT_TOTAL}_{name}", 0.0))
             total += wh / 1000 * price
             covered += wh
         rest = cost.import_wh - covered  # energy on registers without their own price

@@ -15,12 +15,11 @@ from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from meterpipe.common.web_config import TariffConfig
-from meterpipe.web.tariff import EXPORT, IMPORT, Cost, cost_step, fee_share, rows_cost
+from meterpipe.publishers.history.aggregate import EXPORT_TOTAL, IMPORT_TOTAL, export_delta, import_delta
+from meterpipe.web.tariff import Cost, cost_step, fee_share, rows_cost
 
 if TYPE_CHECKING:
     from meterpipe.publishers.history.query import EnergyRow, HistoryReader
-
-PHASES = ("l1", "l2", "l3")
 
 
 def iso(ts: float, zone: Any, timespec: str = "seconds") -> str:
@@ -34,11 +33,20 @@ def units(reader: HistoryReader, meter: str) -> dict[str, str | None]:
 def energy_json(row: EnergyRow, unit_of: dict[str, str | None]) -> dict[str, Any]:
     from meterpipe.publishers.history.query import energy_key
 
-    out: dict[str, Any] = {"start": row.start.isoformat(), "import_wh": 0, "export_wh": 0}
+    out: dict[str, Any] = {"start": row.start.isoformat(), "import_wh": import_delta(row.deltas),
+                           "export_wh": export_delta(row.deltas)}
     for name, value in sorted(row.deltas.items()):
         out[energy_key(name, unit_of.get(name, "Wh"))] = value
     out["gap"] = row.gap
     return out
+
+
+def energy_keys(reader: HistoryReader, meter: str) -> list[str]:
+    """The columns of ``energy_json`` rows of this meter, in a fixed order (the CSV header)."""
+    from meterpipe.publishers.history.query import energy_key
+
+    names = {energy_key(q.name, q.unit) for q in reader.quantities(meter) if q.kind == "register"}
+    return ["start", *sorted(names | {"import_wh", "export_wh"}), "gap"]
 
 
 def energy_rows(reader: HistoryReader, meter: str, step: str, first: date, last: date) -> list[dict[str, Any]]:
@@ -60,13 +68,10 @@ def period(view: str, anchor: date) -> tuple[date, date]:
 
 
 def shift(view: str, anchor: date, by: int) -> date:
-    """The anchor of the previous (-1) or next (+1) period."""
-    if view == "day":
-        return anchor + timedelta(days=by)
-    if view == "month":
-        month = anchor.month - 1 + by
-        return date(anchor.year + month // 12, month % 12 + 1, 1)
-    return date(anchor.year + by, 1, 1)
+    """The anchor (first day) of the previous (-1) or next (+1) period: the period of the day
+    before this one's first day, or after its last (no month arithmetic of its own)."""
+    first, last = period(view, anchor)
+    return period(view, first - timedelta(days=1) if by < 0 else last + timedelta(days=1))[0]
 
 
 def label(view: str, start: datetime) -> str:
@@ -79,17 +84,24 @@ def tick(view: str, start: datetime) -> bool:
         view == "month" and (start.day == 1 or start.day % 5 == 0))
 
 
-def slot(view: str, start: datetime) -> int:
-    """Position within its period, so a bar meets the same hour/day/month of the previous one."""
-    return start.hour if view == "day" else start.day if view == "month" else start.month
+def slot(view: str, start: datetime) -> tuple[int, int]:
+    """Position within its period, so a bar meets the same hour/day/month of the previous one;
+    ``fold`` tells the two 02:00 hours of the 25-hour day apart."""
+    return (start.hour, start.fold) if view == "day" else (start.day, 0) if view == "month" else (start.month, 0)
 
 
-def _stack(deltas: dict[str, float], base: str) -> list[tuple[str, float]]:
+def instant(start: datetime) -> int:
+    """The key of a period start: aware datetimes compare by wall time and ignore ``fold``, so
+    the two 02:00 hours of the 25-hour day would be one key."""
+    return int(start.timestamp())
+
+
+def _stack(deltas: dict[str, float], base: str, total: float) -> list[tuple[str, float]]:
     tariffs = [(n.removeprefix(base + "_"), v) for n, v in sorted(deltas.items())
                if n.startswith(base + "_t") and n[len(base) + 2:].isdigit()]
     if tariffs and any(v for _, v in tariffs):
         return tariffs
-    return [("all", float(deltas.get(base, 0.0)))]
+    return [("all", total)]
 
 
 def slots(view: str, first: date, last: date, zone: Any) -> list[datetime]:
@@ -114,32 +126,34 @@ def history_view(reader: HistoryReader, meter: str, view: str, anchor: date, tar
     step = VIEWS[view]
     first, last = period(view, anchor)
     prev_first, prev_last = period(view, shift(view, anchor, -1))
-    rows = {r.start: r for r in reader.energy(meter, step, first, last)}
+    rows = {instant(r.start): r for r in reader.energy(meter, step, first, last)}
     previous = {slot(view, r.start): r for r in reader.energy(meter, step, prev_first, prev_last)}
     unit_of = units(reader, meter)
     bars = []
     for start in slots(view, first, last, zone):
-        r = rows.get(start)
+        r = rows.get(instant(start))
         before = previous.get(slot(view, start))
         bar: dict[str, Any] = {
             "start": None, "label": label(view, start), "import_wh": 0.0, "export_wh": 0.0, "tick": tick(view, start),
             "import_stack": [], "export_stack": [], "gap": False, "json": None,
-            "prev_import_wh": None if before is None else float(before.deltas.get(IMPORT, 0.0)),
-            "prev_export_wh": None if before is None else float(before.deltas.get(EXPORT, 0.0)),
+            "prev_import_wh": None if before is None else float(import_delta(before.deltas)),
+            "prev_export_wh": None if before is None else float(export_delta(before.deltas)),
         }
         if r is not None:
-            bar.update({"start": r.start.isoformat(), "import_wh": float(r.deltas.get(IMPORT, 0.0)),
-                        "export_wh": float(r.deltas.get(EXPORT, 0.0)), "import_stack": _stack(r.deltas, IMPORT),
-                        "export_stack": _stack(r.deltas, EXPORT), "gap": r.gap, "json": energy_json(r, unit_of)})
+            imp, exp = float(import_delta(r.deltas)), float(export_delta(r.deltas))
+            bar.update({"start": r.start.isoformat(), "import_wh": imp, "export_wh": exp,
+                        "import_stack": _stack(r.deltas, IMPORT_TOTAL, imp),
+                        "export_stack": _stack(r.deltas, EXPORT_TOTAL, exp), "gap": r.gap,
+                        "json": energy_json(r, unit_of)})
         bars.append(bar)
     top = max([1.0] + [max(b["import_wh"], b["export_wh"], b["prev_import_wh"] or 0, b["prev_export_wh"] or 0)
                        for b in bars])
-    tariffs = sorted({name for b in bars for name, _ in b["import_stack"]})
+    tariffs = sorted({name for b in bars for name, wh in b["import_stack"] if wh or name != "all"})
     cost = period_cost(reader, meter, tariff, first, last)
     prev_total = Cost()
     for r in previous.values():
-        prev_total.import_wh += float(r.deltas.get(IMPORT, 0.0))
-        prev_total.export_wh += float(r.deltas.get(EXPORT, 0.0))
+        prev_total.import_wh += float(import_delta(r.deltas))
+        prev_total.export_wh += float(export_delta(r.deltas))
     return {"view": view, "step": step, "first": first, "last": last, "bars": bars, "top": top,
             "has_data": bool(rows), "has_export": any(b["export_wh"] or b["prev_export_wh"] for b in bars),
             "tariffs": tariffs, "total": cost, "previous": prev_total,
@@ -181,7 +195,7 @@ def range_cost(reader: HistoryReader, meter: str, tariff: TariffConfig, start: d
     values in the range, each priced at its own time (as history books them)."""
     deltas: dict[datetime, dict[str, float]] = {}
     names = {q.name for q in reader.quantities(meter) if q.kind == "register"}
-    wanted = [n for n in names if n in (IMPORT, EXPORT) or (n.startswith(IMPORT + "_t") and tariff.register_prices)]
+    wanted = [n for n in names if import_delta({n: 1}) or export_delta({n: 1})]  # what the rule reads
     for name in wanted:
         points = reader.series(meter, name, start, end, max_points=100_000)
         for (_, a), (t, b) in itertools.pairwise(points):
@@ -213,13 +227,5 @@ def peaks(reader: HistoryReader, meter: str, kind: str, first: date, last: date)
 def now_view(data: dict[str, Any] | None) -> dict[str, Any]:
     """The Now page's figures from one ``readings_json`` dict (None: no push yet)."""
     if data is None:
-        return {"values": {}, "phases": []}
-    values = {r["name"]: r for r in data["readings"] if isinstance(r["value"], (int, float))}
-    phases = []
-    for ph in PHASES:
-        row = {k: values.get(f"{q}_{ph}") for k, q in (("power", "active_power_import"),
-                                                         ("export", "active_power_export"),
-                                                         ("current", "current"), ("voltage", "voltage"))}
-        if any(row.values()):
-            phases.append({"phase": ph.upper(), **row})
-    return {"values": values, "phases": phases}
+        return {"values": {}}
+    return {"values": {r["name"]: r for r in data["readings"] if isinstance(r["value"], (int, float))}}

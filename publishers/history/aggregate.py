@@ -9,13 +9,14 @@ order and cuts them into UTC minutes. Each closed :class:`Minute` holds
 * the energy booked in it: for each step between consecutive pushes, the
   register difference, booked in the minute (and so the quarter) of the later
   push. A register that goes down starts a new segment (delta 0, never
-  negative); a step over more than :data:`GAP_S` seconds is booked but flags
-  the minute ``gap``;
+  negative); a step over more than :data:`GAP_S` seconds (between pushes, or
+  between two values of the same register) is booked but flags the minute
+  ``gap``, so it is never a quarter-hour peak;
 * the register state after its last push, so that a store which commits the
   minute can persist where the deltas continue after a restart.
 
 Quarters are UTC-epoch aligned (every real zone offset is a multiple of 15
-minutes); local days are sums of quarters, see :func:`day_of_quarter`.
+minutes); local days are sums of quarters, see :func:`sum_days`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from types import MappingProxyType
+from typing import Generic, TypeVar
 from zoneinfo import ZoneInfo
 
 from meterpipe.common.values import Reading
@@ -41,7 +43,10 @@ REGISTER_UNITS: Mapping[str, tuple[str, int]] = MappingProxyType({
     "VAh": ("VAh", 3), "kVAh": ("VAh", 6), "MVAh": ("VAh", 9),
 })
 IMPORT_TOTAL = "active_energy_import"
+EXPORT_TOTAL = "active_energy_export"
 _IMPORT_TARIFF = re.compile(r"^active_energy_import_t\d+$")
+_EXPORT_TARIFF = re.compile(r"^active_energy_export_t\d+$")
+N = TypeVar("N", int, float)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,10 +57,6 @@ class Value:
     unit: str | None
     mantissa: int
     exponent: int
-
-    @property
-    def is_register(self) -> bool:
-        return self.unit in REGISTER_UNITS
 
 
 def values_of(readings: Iterable[Reading]) -> list[Value]:
@@ -75,28 +76,33 @@ def to_milli(mantissa: int, exponent: int, shift: int) -> int:
     return q if mantissa >= 0 else -q
 
 
-def base_unit(unit: str | None) -> str | None:
-    """The unit a quantity is stored in: registers in their base unit, gauges as sent."""
-    reg = REGISTER_UNITS.get(unit or "")
-    return reg[0] if reg is not None else unit
-
-
-def import_delta(deltas: Mapping[str, int]) -> int:
-    """The active import of a period (milli-Wh): the total register, else the sum of its tariffs."""
+def import_delta(deltas: Mapping[str, N]) -> N | int:
+    """The active import of a period: the total register, else the sum of its tariff registers
+    (DSMR meters send 1.8.1 and 1.8.2 only). The one rule for history, peaks, pages and costs."""
     if IMPORT_TOTAL in deltas:
         return deltas[IMPORT_TOTAL]
     return sum(v for k, v in deltas.items() if _IMPORT_TARIFF.match(k))
 
 
+def export_delta(deltas: Mapping[str, N]) -> N | int:
+    """The active export of a period: the total register, else the sum of its tariff registers."""
+    if EXPORT_TOTAL in deltas:
+        return deltas[EXPORT_TOTAL]
+    return sum(v for k, v in deltas.items() if _EXPORT_TARIFF.match(k))
+
+
 @dataclass(slots=True)
 class RegisterState:
-    """Where the deltas continue: the time and register values (milli-units) of the last push."""
+    """Where the deltas continue: the time of the last push, and per register its value
+    (milli-units) and when it last came (a register may come less often than the pushes:
+    Kaifa and Aidon meters send them in the hourly list only)."""
 
     last_ns: int | None = None
     values: dict[str, int] = field(default_factory=dict)
+    times: dict[str, int] = field(default_factory=dict)  # register -> receive ns of its last value
 
     def copy(self) -> RegisterState:
-        return RegisterState(self.last_ns, dict(self.values))
+        return RegisterState(self.last_ns, dict(self.values), dict(self.times))
 
 
 Sample = tuple[int, tuple[tuple[str, int, int], ...]]  # (receive ns, ((name, mantissa, exponent), ...))
@@ -155,7 +161,8 @@ class MeterAggregator:
                 self._closed.append(m)
             m = self._open = Minute(minute_no)
         st = self.state
-        gap = st.last_ns is not None and t_ns - st.last_ns > GAP_S * 1_000_000_000
+        gap_ns = GAP_S * 1_000_000_000
+        gap = st.last_ns is not None and t_ns - st.last_ns > gap_ns
         sample: list[tuple[str, int, int]] = []
         for v in values:
             reg = REGISTER_UNITS.get(v.unit or "")
@@ -168,8 +175,12 @@ class MeterAggregator:
                     continue
                 prev = st.values.get(v.name)
                 delta = value - prev if prev is not None and value >= prev else 0
+                # the register's own step: an hour's energy in one minute is no quarter-hour's peak
+                prev_t = st.times.get(v.name, st.last_ns) if prev is not None else None
+                gap = gap or (prev_t is not None and t_ns - prev_t > gap_ns)
                 m.deltas[v.name] = m.deltas.get(v.name, 0) + delta
                 st.values[v.name] = value
+                st.times[v.name] = t_ns
                 m.registers[v.name] = value
                 sample.append((v.name, value, -3))
             else:
@@ -238,6 +249,37 @@ def quarters_of_day(d: date, zone: ZoneInfo) -> range:
     return range(start // QUARTER_S, end // QUARTER_S)
 
 
-def add_into(acc: dict[str, int], deltas: Mapping[str, int]) -> None:
+K = TypeVar("K", int, str)
+
+
+def add_into(acc: dict[K, int], deltas: Mapping[K, int]) -> None:
     for k, v in deltas.items():
         acc[k] = acc.get(k, 0) + v
+
+
+@dataclass(slots=True)
+class DaySum(Generic[K]):
+    """A local day summed from its quarters: the deltas, any gap, the highest non-gap quarter."""
+
+    deltas: dict[K, int]
+    gap: bool = False
+    peak_q: int | None = None
+    peak_mwh: int = 0
+
+
+def sum_days(quarters: Iterable[tuple[int, bool, int, Mapping[K, int]]],
+             zone: ZoneInfo) -> dict[date, DaySum[K]]:
+    """Quarter rows ``(q, gap, import milli-Wh, deltas)`` grouped into their local days (the one rule
+    for the day rows and for a reader in another zone). A peak is the highest non-gap quarter with
+    some import: a quarter without any (the registers did not come in it) is no peak of 0 W."""
+    days: dict[date, DaySum[K]] = {}
+    for q, gap, imp, deltas in quarters:
+        d = day_of_quarter(q, zone)
+        day = days.get(d)
+        if day is None:
+            day = days[d] = DaySum({})
+        add_into(day.deltas, deltas)
+        day.gap = day.gap or gap
+        if not gap and imp > 0 and (day.peak_q is None or imp > day.peak_mwh):
+            day.peak_q, day.peak_mwh = q, imp
+    return days

@@ -7,8 +7,12 @@ time (meters that alternate between push lists write one file per list) and
 go through the same :class:`~meterpipe.publishers.history.store.HistoryWriter`
 as live pushes, so the minutes, quarters and days are the same as if they had
 been received live. Rows at or before the history's cursor for the meter are
-skipped, so running it twice loads nothing twice. A file that cannot be read
-is reported and skipped; a torn last line (a power cut) is ignored.
+skipped, so running it twice loads nothing twice; rows older than the meter's
+first stored push (CSV files from before the history process first ran) are
+counted and the way to load them is printed (:data:`OLDER_HELP`). A file that
+cannot be read is reported and skipped; a torn last line (a power cut) is
+ignored. It is a writer of the database: beside a running history process it
+stops with exit code 2 (the writer's lock).
 """
 
 from __future__ import annotations
@@ -26,16 +30,21 @@ from pathlib import Path
 from typing import TextIO
 
 from meterpipe.common.errors import ConfigError, SchemaError
-from meterpipe.common.process import EXIT_OK, base_parser, config_error_exit, load_config_or_exit
+from meterpipe.common.process import EXIT_CONFIG, EXIT_OK, base_parser, config_error_exit, load_config_or_exit
 from meterpipe.common.schema import check_meter_name
 from meterpipe.common.values import split_decimal
 from meterpipe.publishers.history.aggregate import Value
 from meterpipe.publishers.history.store import HistoryWriter
+from meterpipe.publishers.history.tables import DatabaseInUseError
 
 EXIT_NO_DIR = 1
 FLUSH_ROWS = 3600  # rows per transaction (the writer keeps at most ~3 h of pushes waiting)
 _DAY_FILE = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:\.(\d+))?\.csv$")
 _COLUMN = re.compile(r"^(?P<name>[^\[\]]+?)(?: \[(?P<unit>[^\[\]]+)\])?$")
+OLDER_HELP = ("Rows older than a meter's history are not added to it (its energy would not join up). To load "
+              "them: stop the pipeline (meterpipe stop), move {path} away, run this import again, then start "
+              "the pipeline (meterpipe run). The new history holds what the CSV files hold: if the CSV "
+              "publisher ran all along, that is everything the old one had.")
 
 
 class CsvFileError(Exception):
@@ -52,9 +61,11 @@ class Row:
 @dataclass(slots=True)
 class MeterReport:
     loaded: int = 0
-    skipped: int = 0
+    skipped: int = 0  # at or before the cursor: already in the history
+    older: int = 0  # before the meter's first stored push: not loaded (OLDER_HELP)
     bad_rows: int = 0
     files: int = 0
+    history_from: int | None = None  # receive ns of the meter's first stored push, when rows were older
 
 
 def parse_time(text: str) -> int:
@@ -149,8 +160,12 @@ def import_directory(writer: HistoryWriter, directory: Path, err: TextIO | None 
                 rows.extend(got)
             rows.sort(key=lambda r: r.received_ns)
             for i, r in enumerate(rows):
+                first = writer.first_stored(meter)
                 if writer.add_values(meter, r.received_ns, r.values, r.meter_id):
                     report.loaded += 1
+                elif first is not None and r.received_ns < first:
+                    report.older += 1
+                    report.history_from = first
                 else:
                     report.skipped += 1
                 if i % FLUSH_ROWS == FLUSH_ROWS - 1 and not writer.flush():
@@ -176,8 +191,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_NO_DIR
     cfg = config.publishers.history
     try:
-        writer = HistoryWriter(cfg.path, config.web.zone, minute_retention_days=cfg.minute_retention_days,
-                               recent_hours=cfg.recent_hours)
+        writer = HistoryWriter.from_config(config)
+    except DatabaseInUseError as exc:
+        print(f"error: {exc.reason}", file=sys.stderr)
+        return EXIT_CONFIG
     except ConfigError as exc:
         return config_error_exit(exc)
     try:
@@ -187,7 +204,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not reports:
         print(f"no meter folders under {args.directory}")
     for meter, r in reports.items():
+        older = ""
+        if r.older and r.history_from is not None:
+            since = datetime.fromtimestamp(r.history_from / 1e9, config.web.zone).isoformat(timespec="seconds")
+            older = f", {r.older} older than the history (it starts at {since}): not loaded"
         print(f"{meter}: {r.loaded} row(s) loaded from {r.files} file(s), {r.skipped} already in the history"
-              + (f", {r.bad_rows} bad row(s) skipped" if r.bad_rows else ""))
+              + older + (f", {r.bad_rows} bad row(s) skipped" if r.bad_rows else ""))
+    if any(r.older for r in reports.values()):
+        print(OLDER_HELP.format(path=cfg.path))
     print(f"history: {cfg.path}")
     return EXIT_OK

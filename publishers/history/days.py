@@ -13,30 +13,33 @@ import sqlite3
 from datetime import date
 from zoneinfo import ZoneInfo
 
-from meterpipe.publishers.history.aggregate import day_of_quarter, quarters_of_day
-from meterpipe.publishers.history.codec import decode_deltas, encode_deltas
+from meterpipe.publishers.history.aggregate import day_of_quarter, quarters_of_day, sum_days
+from meterpipe.publishers.history.codec import BlobError, decode_deltas, encode_deltas
+from meterpipe.publishers.history.tables import DamagedRow, transaction
 
 
 def rebuild_day(db: sqlite3.Connection, zone: ZoneInfo, mid: int, day: int) -> None:
-    """A local day's row (date ordinal) from its quarters: the sum, any gap, the highest non-gap quarter."""
+    """A local day's row (date ordinal) from its quarters: the sum, any gap, the highest non-gap quarter.
+    A damaged quarter blob raises :class:`DamagedRow` naming it."""
     span = quarters_of_day(date.fromordinal(day), zone)
-    total: dict[int, int] = {}
-    gap = False
-    peak: tuple[int, int] | None = None
-    for q, g, imp, data in db.execute(
-            "SELECT q, gap, import_mwh, data FROM quarter WHERE meter = ? AND q >= ? AND q < ?",
-            (mid, span.start, span.stop)):
-        for k, v in decode_deltas(data).items():
-            total[k] = total.get(k, 0) + v
-        gap = gap or bool(g)
-        if not g and (peak is None or imp > peak[1]):
-            peak = (q, imp)
-    if not total and peak is None and not gap:
+    rows = db.execute("SELECT q, gap, import_mwh, data FROM quarter WHERE meter = ? AND q >= ? AND q < ?",
+                      (mid, span.start, span.stop))
+    summed = sum_days(((q, bool(g), imp, quarter_deltas(mid, q, data)) for q, g, imp, data in rows), zone)
+    one = summed.get(date.fromordinal(day))
+    if one is None:
         db.execute("DELETE FROM day WHERE meter = ? AND day = ?", (mid, day))
         return
     db.execute("INSERT OR REPLACE INTO day VALUES (?, ?, ?, ?, ?, ?)",
-               (mid, day, int(gap), encode_deltas(total), None if peak is None else peak[0],
-                None if peak is None else peak[1]))
+               (mid, day, int(one.gap), encode_deltas(one.deltas), one.peak_q,
+                None if one.peak_q is None else one.peak_mwh))
+
+
+def quarter_deltas(mid: int, q: int, data: bytes) -> dict[int, int]:
+    """The deltas of a stored quarter row; DamagedRow naming it when its blob is damaged."""
+    try:
+        return decode_deltas(data)
+    except BlobError as exc:
+        raise DamagedRow("quarter", "meter = ? AND q = ?", (mid, q), str(exc)) from exc
 
 
 def ensure_day_zone(db: sqlite3.Connection, zone: ZoneInfo) -> tuple[str, int] | None:
@@ -46,14 +49,9 @@ def ensure_day_zone(db: sqlite3.Connection, zone: ZoneInfo) -> tuple[str, int] |
     if row is not None and row[0] == zone.key:
         return None
     days = {(mid, day_of_quarter(q, zone).toordinal()) for mid, q in db.execute("SELECT meter, q FROM quarter")}
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(db):
         db.execute("DELETE FROM day")
         for mid, d in sorted(days):
             rebuild_day(db, zone, mid, d)
         db.execute("INSERT OR REPLACE INTO meta VALUES ('day_zone', ?)", (zone.key,))
-        db.execute("COMMIT")
-    except sqlite3.Error:
-        db.execute("ROLLBACK")
-        raise
     return None if row is None else (str(row[0]), len(days))

@@ -60,8 +60,7 @@ class HistoryHandler(Handler):
 
 def build(config: Config) -> tuple[Handler, Callable[[], None]]:
     cfg = config.publishers.history
-    writer = HistoryWriter(cfg.path, config.web.zone, minute_retention_days=cfg.minute_retention_days,
-                           recent_hours=cfg.recent_hours)
+    writer = HistoryWriter.from_config(config)
     log.info("history database %s (time zone %s; minute rows kept %s days, every push %s hours): %s",
              cfg.path, config.web.timezone, cfg.minute_retention_days, cfg.recent_hours, writer.summary())
     return HistoryHandler(writer, [m.name for m in config.meters]), writer.close

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from meterpipe.publishers.history.aggregate import QUARTER_S, add_into, day_bounds, local_midnight
+from meterpipe.publishers.history.aggregate import QUARTER_S, add_into, day_bounds, local_midnight, sum_days
 from meterpipe.publishers.history.codec import MinuteCells, decode_block, decode_chunk, decode_deltas
 from meterpipe.publishers.history.tables import block_id, open_for_reading
 
@@ -99,8 +99,10 @@ class HistoryReader:
             return []
         try:
             return list(db.execute(sql, args))
-        except sqlite3.OperationalError:  # e.g. a table the writer has not created yet
-            return []
+        except sqlite3.OperationalError as exc:
+            if str(exc).startswith("no such table"):  # one the writer has not created yet: empty
+                return []
+            raise  # anything else is not "no data" (the web answers 503)
 
     def _meter_id(self, meter: str) -> int | None:
         rows = self._rows("SELECT id FROM meter WHERE name = ?", (meter,))
@@ -126,13 +128,15 @@ class HistoryReader:
 
     # --- energy --------------------------------------------------------------------
 
-    def _quarters(self, mid: int, start_s: int, end_s: int) -> Iterator[tuple[int, bool, dict[str, int]]]:
+    def _quarters(self, mid: int, start_s: int, end_s: int) -> Iterator[tuple[int, bool, int, dict[str, int]]]:
+        """(q, gap, import milli-Wh, deltas by register name) of the stored quarters, oldest first."""
         names = self._names(mid, "register")
-        rows = self._rows("SELECT q, gap, data FROM quarter WHERE meter = ? AND q >= ? AND q < ? ORDER BY q",
-                          (mid, start_s // QUARTER_S, -(-end_s // QUARTER_S)))
-        for q, gap, data in rows:
+        rows = self._rows("SELECT q, gap, import_mwh, data FROM quarter WHERE meter = ? AND q >= ? AND q < ? "
+                          "ORDER BY q", (mid, start_s // QUARTER_S, -(-end_s // QUARTER_S)))
+        for q, gap, imp, data in rows:
             assert isinstance(data, bytes)
-            yield int(q), bool(gap), {names.get(k, f"register_{k}"): v for k, v in decode_deltas(data).items()}
+            yield (int(q), bool(gap), int(imp),
+                   {names.get(k, f"register_{k}"): v for k, v in decode_deltas(data).items()})
 
     def _days_built_in_zone(self) -> bool:
         rows = self._rows("SELECT value FROM meta WHERE key = 'day_zone'")
@@ -154,19 +158,10 @@ class HistoryReader:
 
     def _days_from_quarters(self, mid: int, first: date, last: date) -> list[tuple[date, bool, dict[str, int],
                                                                                   int | None, int]]:
-        from meterpipe.publishers.history.aggregate import import_delta
-
+        """The day rows as the writer would build them in this zone (the same :func:`sum_days`)."""
         start_s, end_s = day_bounds(first, last, self.zone)
-        days: dict[date, tuple[list[bool], dict[str, int], list[int | None], list[int]]] = {}
-        for q, gap, deltas in self._quarters(mid, start_s, end_s):
-            d = datetime.fromtimestamp(q * QUARTER_S, self.zone).date()
-            entry = days.setdefault(d, ([False], {}, [None], [0]))
-            entry[0][0] = entry[0][0] or gap
-            add_into(entry[1], deltas)
-            imp = import_delta(deltas)
-            if not gap and (entry[2][0] is None or imp > entry[3][0]):
-                entry[2][0], entry[3][0] = q, imp
-        return [(d, g[0], dl, pq[0], pm[0]) for d, (g, dl, pq, pm) in sorted(days.items())]
+        days = sum_days(self._quarters(mid, start_s, end_s), self.zone)
+        return [(d, s.gap, s.deltas, s.peak_q, s.peak_mwh) for d, s in sorted(days.items())]
 
     def energy(self, meter: str, step: str, first: date, last: date) -> list[EnergyRow]:
         """One row per period with data, oldest first; local days ``first``..``last`` inclusive."""
@@ -180,7 +175,7 @@ class HistoryReader:
             start_s, end_s = day_bounds(first, last, zone)
             groups: dict[int, tuple[list[bool], dict[str, int]]] = {}
             width = QUARTER_S if step == "quarter" else 3600
-            for q, gap, deltas in self._quarters(mid, start_s, end_s):
+            for q, gap, _, deltas in self._quarters(mid, start_s, end_s):
                 t = q * QUARTER_S
                 key = t if step == "quarter" else t - datetime.fromtimestamp(t, zone).minute * 60
                 entry = groups.setdefault(key, ([False], {}))

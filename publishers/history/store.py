@@ -17,19 +17,26 @@ next flush retries. Memory is bounded: beyond :data:`MAX_PENDING_SAMPLES`
 pushes the oldest waiting pushes lose their full-resolution copy, beyond
 :data:`MAX_PENDING_MINUTES` the oldest minutes lose their gauges
 (``minutes_lost``); their energy deltas are kept whatever happens (a few bytes
-per quarter), so no Wh is ever lost.
+per quarter), so no Wh is ever lost. A stored blob that cannot be decoded
+(:class:`~meterpipe.publishers.history.tables.DamagedRow`) rolls the flush back
+too; that row is logged and dropped, and the next flush goes through.
+
+New meter and quantity ids are cached only after COMMIT. The writer holds an
+exclusive advisory lock beside the database for its lifetime (one writer).
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import os
 import sqlite3
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from datetime import date
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from meterpipe.common.config import Config
 from meterpipe.common.errors import SchemaError
 from meterpipe.common.schema import ReadingsMessage, check_meter_name
 from meterpipe.publishers.history.aggregate import (
@@ -39,30 +46,37 @@ from meterpipe.publishers.history.aggregate import (
     Value,
     add_into,
     day_of_quarter,
-    import_delta,
     values_of,
 )
-from meterpipe.publishers.history.codec import (
-    MinuteCells,
-    decode_block,
-    decode_deltas,
-    encode_block,
-    encode_chunk,
-    encode_deltas,
-)
+from meterpipe.publishers.history.codec import BlobError, MinuteCells, encode_block
 from meterpipe.publishers.history.days import ensure_day_zone, rebuild_day
-from meterpipe.publishers.history.tables import block_id, open_for_writing
+from meterpipe.publishers.history.rows import (
+    Staged,
+    add_quarter,
+    merge_minute,
+    state_from_json,
+    state_to_json,
+    stored_block,
+    write_samples,
+)
+from meterpipe.publishers.history.tables import (
+    DamagedRow,
+    block_id,
+    open_for_writing,
+    take_writer_lock,
+    transaction,
+)
 
 log = logging.getLogger(__name__)
-
-_Qid = Callable[[int, str, str | None, str], int]  # the quantity-id lookup of one flush
 
 MAX_PENDING_MINUTES = 20_000  # minutes waiting for a refusing disk (two weeks of one meter)
 MAX_PENDING_SAMPLES = 10_000  # pushes kept at full resolution meanwhile (under 3 h of one meter at 1 s)
 
 
 class HistoryWriter:
-    """The one writer of a history database (see the module docstring)."""
+    """The one writer of a history database (see the module docstring). It holds an exclusive
+    advisory lock (``<db>.lock``) for its lifetime: a second writer (an import beside the running
+    history process) gets :class:`~meterpipe.publishers.history.tables.DatabaseInUseError`."""
 
     def __init__(self, path: Path, zone: ZoneInfo, *, minute_retention_days: int = 400,
                  recent_hours: int = 48) -> None:
@@ -70,15 +84,24 @@ class HistoryWriter:
         self.zone = zone
         self.minute_retention_days = minute_retention_days
         self.recent_hours = recent_hours
-        self.db = open_for_writing(path)
+        self._lock: int | None = take_writer_lock(path)
+        try:
+            self.db = open_for_writing(path)
+        except BaseException:
+            self._release()
+            raise
         self._meters: dict[str, int] = {}
         self._states: dict[str, RegisterState] = {}
         self._cursor: dict[str, int] = {}
-        for mid, name, last_ns, state in self.db.execute("SELECT id, name, last_ns, state FROM meter"):
+        self._first: dict[str, int] = {}  # meter -> receive ns of its first stored push
+        for mid, name, first_ns, last_ns, state in self.db.execute(
+                "SELECT id, name, first_ns, last_ns, state FROM meter"):
             self._meters[name] = mid
             if last_ns is not None:
                 self._cursor[name] = last_ns
-            self._states[name] = _state_from_json(state, last_ns)
+            if first_ns is not None:
+                self._first[name] = first_ns
+            self._states[name] = state_from_json(state, last_ns)
         self._qids: dict[tuple[int, str], int] = {
             (m, n): q for q, m, n in self.db.execute("SELECT id, meter, name FROM quantity")}
         self._aggs: dict[str, MeterAggregator] = {}
@@ -92,7 +115,20 @@ class HistoryWriter:
         self.bad = 0
         self.minutes_lost = 0
         self.samples_dropped = 0
-        self._check_day_zone()
+        self._reported: tuple[int, ...] = (0, 0, 0, 0, 0)
+        try:
+            self._check_day_zone()
+        except BaseException:
+            self.db.close()
+            self._release()
+            raise
+
+    @classmethod
+    def from_config(cls, config: Config) -> HistoryWriter:
+        """The writer of ``[publishers.history]`` with the ``[web] timezone`` days."""
+        cfg = config.publishers.history
+        return cls(cfg.path, config.web.zone, minute_retention_days=cfg.minute_retention_days,
+                   recent_hours=cfg.recent_hours)
 
     # --- taking pushes in ---------------------------------------------------------------
 
@@ -129,6 +165,10 @@ class HistoryWriter:
         """Per meter, the receive time (ns) of the last committed push."""
         return dict(self._cursor)
 
+    def first_stored(self, meter: str) -> int | None:
+        """The receive time (ns) of the meter's first committed push (None: none yet)."""
+        return self._first.get(meter)
+
     @property
     def pending(self) -> int:
         """Minutes waiting to be written."""
@@ -147,25 +187,27 @@ class HistoryWriter:
         if not self._pending and not self._orphans:
             return True
         minutes = list(self._pending)
+        staged = Staged()
         try:
-            self.db.execute("BEGIN IMMEDIATE")
-            qids = self._write(minutes)
-            self.db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            try:
-                self.db.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
+            with transaction(self.db):
+                self._write(minutes, staged)
+        except DamagedRow as exc:  # rolled back; drop the row so that the next flush goes through
+            self._drop_damaged(exc)
+            return False
+        except (sqlite3.Error, BlobError) as exc:
             if not self._failing:
                 self._failing = True
                 log.error("cannot write the history database %s: %s; %s minute(s) wait in memory (up to %s) "
                           "and writing is retried with every flush", self.path, exc, len(minutes),
                           MAX_PENDING_MINUTES)
             return False
-        self._qids.update(qids)
+        self._qids.update(staged.qids)  # only now: a rolled-back insert is redone next time
+        self._meters.update(staged.meters)
+        self._retention_hour.update(staged.retention_hours)
         for meter, m in minutes:
             self._cursor[meter] = m.end_ns
             self._states[meter] = m.state
+            self._first.setdefault(meter, m.first_ns or m.end_ns)
         self._pending.clear()
         self._pending_samples = 0
         self._orphans.clear()
@@ -195,9 +237,20 @@ class HistoryWriter:
                 self._pending.appendleft((meter, Minute(m.minute, state=m.state)))
                 break
 
-    def _write(self, minutes: Sequence[tuple[str, Minute]]) -> dict[tuple[int, str], int]:
+    def _drop_damaged(self, exc: DamagedRow) -> bool:
+        log.error("history database %s: %s; the row is dropped (its minutes or energy are lost) and "
+                  "writing goes on with the next flush", self.path, exc)
+        try:
+            with transaction(self.db):
+                self.db.execute(f"DELETE FROM {exc.table} WHERE {exc.where}", exc.key)
+        except sqlite3.Error as err:
+            log.error("cannot drop the damaged row from %s: %s", self.path, err)
+            return False
+        return True
+
+    def _write(self, minutes: Sequence[tuple[str, Minute]], staged: Staged) -> None:
         db = self.db
-        new_qids: dict[tuple[int, str], int] = {}
+        new_qids = staged.qids
 
         def qid(mid: int, name: str, unit: str | None, kind: str) -> int:
             key = (mid, name)
@@ -214,7 +267,7 @@ class HistoryWriter:
         first: dict[str, int] = {}
         newest: dict[int, int] = {}  # meter id -> receive time of its newest push in this flush
         for meter, m in minutes:
-            mid = self._meter_row(meter, m)
+            mid = self._meter_row(meter, m, staged)
             last[meter] = m
             first.setdefault(meter, m.first_ns or m.end_ns)
             newest[mid] = max(newest.get(mid, 0), m.end_ns)
@@ -225,17 +278,15 @@ class HistoryWriter:
                 hour = m.minute // 60
                 block = blocks.get((mid, hour))
                 if block is None:
-                    row = db.execute("SELECT data FROM minute_block WHERE id = ?",
-                                     (block_id(mid, hour),)).fetchone()
-                    block = blocks[(mid, hour)] = decode_block(row[0]) if row else {}
-                _merge_minute(block, m.minute % 60, cells)
-            self._write_samples(mid, m, qid)
+                    block = blocks[(mid, hour)] = stored_block(db, block_id(mid, hour))
+                merge_minute(block, m.minute % 60, cells)
+            write_samples(db, mid, m, qid)
             if m.pushes:
                 gap, deltas = quarters.get((mid, m.quarter), (False, {}))
                 add_into(deltas, m.deltas)
                 quarters[(mid, m.quarter)] = (gap or m.gap, deltas)
         for (meter, q), (gap, deltas) in self._orphans.items():
-            mid = self._meter_row(meter, None)
+            mid = self._meter_row(meter, None, staged)
             old_gap, old = quarters.get((mid, q), (False, {}))
             add_into(old, deltas)
             quarters[(mid, q)] = (old_gap or gap, old)
@@ -243,73 +294,36 @@ class HistoryWriter:
             db.execute("INSERT OR REPLACE INTO minute_block VALUES (?, ?)", (block_id(mid, hour), encode_block(block)))
         days: set[tuple[int, int]] = set()
         for (mid, q), (gap, deltas) in quarters.items():
-            self._add_quarter(mid, q, gap, deltas, qid)
+            add_quarter(db, mid, q, gap, deltas, qid)
             days.add((mid, day_of_quarter(q, self.zone).toordinal()))
         for mid, d in sorted(days):
-            self._rebuild_day(mid, d)
+            rebuild_day(db, self.zone, mid, d)
         for meter, m in last.items():
             db.execute("UPDATE meter SET last_ns = ?, state = ?, first_ns = coalesce(first_ns, ?) WHERE id = ?",
-                       (m.end_ns, _state_to_json(m.state), first[meter], self._meters[meter]))
+                       (m.end_ns, state_to_json(m.state), first[meter], self._meter_row(meter, None, staged)))
         for mid, t_ns in newest.items():  # by data time, per meter: imports and backfills expire too
             hour = t_ns // 3_600_000_000_000
             if hour > self._retention_hour.get(mid, 0):
-                self._retention_hour[mid] = hour
+                staged.retention_hours[mid] = hour
                 self._expire(t_ns / 1e9, [mid])
-        return new_qids
 
-    def _meter_row(self, meter: str, m: Minute | None) -> int:
-        mid = self._meters.get(meter)
+    def _meter_row(self, meter: str, m: Minute | None, staged: Staged) -> int:
+        mid = self._meters.get(meter) or staged.meters.get(meter)
         if mid is None:
             cur = self.db.execute("INSERT INTO meter (name) VALUES (?)", (meter,))
-            mid = int(cur.lastrowid or 0)
-            self._meters[meter] = mid  # (a rolled-back insert is redone under the same name next time)
+            mid = staged.meters[meter] = int(cur.lastrowid or 0)  # cached once committed
         if m is not None and m.meter_id is not None:
             self.db.execute("UPDATE meter SET meter_id = ? WHERE id = ?", (m.meter_id, mid))
         return mid
 
-    def _write_samples(self, mid: int, m: Minute, qid: _Qid) -> None:
-        chunk: list[tuple[int, tuple[tuple[str, int, int], ...]]] = []
-        names: tuple[str, ...] = ()
-        for t, values in m.samples:
-            these = tuple(v[0] for v in values)
-            if chunk and these != names:
-                self._write_chunk(mid, m, chunk, qid)
-                chunk = []
-            names = these
-            chunk.append((t, values))
-        if chunk:
-            self._write_chunk(mid, m, chunk, qid)
-
-    def _write_chunk(self, mid: int, m: Minute, chunk: list[tuple[int, tuple[tuple[str, int, int], ...]]],
-                     qid: _Qid) -> None:
-        first = chunk[0][1]
-        columns = []
-        for j, (name, _, _) in enumerate(first):
-            kind = "gauge" if name in m.gauges else "register"
-            columns.append((qid(mid, name, m.units.get(name), kind), min(row[1][j][2] for row in chunk)))
-        rows = [[v[1] * 10 ** (v[2] - columns[j][1]) for j, v in enumerate(values)] for _, values in chunk]
-        t0 = chunk[0][0]
-        self.db.execute("INSERT OR REPLACE INTO push_chunk VALUES (?, ?, ?)",
-                        (mid, t0, encode_chunk(t0, [t for t, _ in chunk], columns, rows)))
-
-    def _add_quarter(self, mid: int, q: int, gap: bool, deltas: dict[str, int], qid: _Qid) -> None:
-        row = self.db.execute("SELECT gap, import_mwh, data FROM quarter WHERE meter = ? AND q = ?",
-                              (mid, q)).fetchone()
-        by_id = {qid(mid, n, None, "register"): v for n, v in deltas.items()}
-        imp = import_delta(deltas)  # linear: the old quarter's import plus this flush's
-        if row is not None:
-            gap = gap or bool(row[0])
-            imp += row[1]
-            for k, v in decode_deltas(row[2]).items():
-                by_id[k] = by_id.get(k, 0) + v
-        self.db.execute("INSERT OR REPLACE INTO quarter VALUES (?, ?, ?, ?, ?)",
-                        (mid, q, int(gap), imp, encode_deltas(by_id)))
-
-    def _rebuild_day(self, mid: int, day: int) -> None:
-        rebuild_day(self.db, self.zone, mid, day)
-
     def _check_day_zone(self) -> None:
-        rebuilt = ensure_day_zone(self.db, self.zone)
+        while True:
+            try:
+                rebuilt = ensure_day_zone(self.db, self.zone)
+                break
+            except DamagedRow as exc:  # rolled back: drop it and rebuild again (a row fewer each time)
+                if not self._drop_damaged(exc):
+                    raise
         if rebuilt is not None:
             log.info("history: time zone changed from %s to %s: %s local day(s) rebuilt from the quarters",
                      rebuilt[0], self.zone.key, rebuilt[1])
@@ -317,19 +331,33 @@ class HistoryWriter:
     # --- retention, close, summary ------------------------------------------------------------
 
     def expire(self, now_s: float) -> bool:
-        """Delete minute rows and full-resolution pushes past their retention; False if refused."""
+        """Delete minute rows and full-resolution pushes past their retention (and log the counters
+        that moved since the last time); False if refused."""
+        self.log_counters()
         try:
-            self.db.execute("BEGIN IMMEDIATE")
-            self._expire(now_s)
-            self.db.execute("COMMIT")
+            with transaction(self.db):
+                self._expire(now_s)
         except sqlite3.Error as exc:
-            try:
-                self.db.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
             log.warning("history retention on %s failed: %s", self.path, exc)
             return False
         return True
+
+    def counters(self) -> tuple[int, int, int, int, int]:
+        """(bad pushes, bad values, skipped pushes, of them out of order, pushes dropped)."""
+        return (self.bad, sum(a.bad_values for a in self._aggs.values()), self.skipped,
+                sum(a.out_of_order for a in self._aggs.values()), self.samples_dropped)
+
+    def log_counters(self) -> None:
+        """One log line when a counter moved since the last one (hourly and at close)."""
+        now = self.counters()
+        if now == self._reported:
+            return
+        d = [a - b for a, b in zip(now, self._reported, strict=True)]
+        self._reported = now
+        level = logging.WARNING if d[0] or d[1] or d[4] else logging.INFO
+        log.log(level, "history since the last report: %s bad push(es), %s bad value(s) (negative registers) "
+                "ignored; %s push(es) skipped as already stored (%s of them out of order); %s push(es) lost "
+                "their full-resolution copy while the disk refused", *d)
 
     def _expire(self, now_s: float, meters: Iterable[int] | None = None) -> None:
         minute_cut = int(now_s // 3600) - self.minute_retention_days * 24
@@ -340,11 +368,18 @@ class HistoryWriter:
             self.db.execute("DELETE FROM push_chunk WHERE meter = ? AND t0 < ?", (mid, push_cut))
 
     def close(self) -> None:
-        """Write everything, the open minutes too, and close the database."""
+        """Write everything, the open minutes too, close the database and release the lock."""
         try:
             self.flush(everything=True)
+            self.log_counters()
         finally:
             self.db.close()
+            self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
     def summary(self) -> str:
         """What the database holds, for the start-up log line."""
@@ -354,36 +389,5 @@ class HistoryWriter:
         size = sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists())
         span = ""
         if first[0] is not None:
-            from datetime import date
-
             span = f" from {date.fromordinal(first[0])} to {date.fromordinal(first[1])}"
         return f"{meters} meter(s), {days} meter-day(s){span}, {size / 1e6:.1f} MB"
-
-
-def _merge_minute(block: dict[int, MinuteCells], offset: int, cells: MinuteCells) -> None:
-    old = block.get(offset)
-    if old is None:
-        block[offset] = cells
-        return
-    for q, c in cells.gauges.items():
-        if q in old.gauges:
-            old.gauges[q].merge(c)
-        else:
-            old.gauges[q] = c
-    old.registers.update(cells.registers)
-
-
-def _state_to_json(state: RegisterState) -> str:
-    return json.dumps({"t": state.last_ns, "r": state.values}, separators=(",", ":"))
-
-
-def _state_from_json(text: str | None, last_ns: int | None) -> RegisterState:
-    if not text:
-        return RegisterState(last_ns, {})
-    try:
-        obj = json.loads(text)
-        values = {str(k): int(v) for k, v in obj.get("r", {}).items()}
-        t = obj.get("t")
-        return RegisterState(int(t) if t is not None else last_ns, values)
-    except (ValueError, TypeError, AttributeError):
-        return RegisterState(last_ns, {})

@@ -24,10 +24,15 @@ Energy deltas (``data`` of quarter and day) are register id -> milli-units.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from meterpipe.common.errors import ConfigError
+from meterpipe.publishers.history.codec import BlobError
 
 APPLICATION_ID = 0x6D706869  # "mphi"
 SCHEMA_VERSION = 1
@@ -57,6 +62,63 @@ CREATE TABLE IF NOT EXISTS day (
     meter INTEGER NOT NULL, day INTEGER NOT NULL, gap INTEGER NOT NULL, data BLOB NOT NULL,
     peak_q INTEGER, peak_mwh INTEGER, PRIMARY KEY (meter, day)) WITHOUT ROWID;
 """
+
+
+class DatabaseInUseError(ConfigError):
+    """Another writer (the history process, an import, the demo backfill) holds the database."""
+
+    def __init__(self, path: Path) -> None:
+        self.reason = (f"the history database {path} is in use by another writer (the history process?): "
+                       "stop it first (meterpipe stop, or supervisorctl stop history)")
+        super().__init__(FIELD, self.reason)
+        self.path = path
+
+
+def lock_path(path: Path) -> Path:
+    """The advisory lock file beside the database: ``<db>.lock``."""
+    return path.with_name(path.name + ".lock")
+
+
+def take_writer_lock(path: Path) -> int:
+    """An exclusive, non-blocking ``flock`` on ``<db>.lock`` (the fd; closing it releases the lock);
+    DatabaseInUseError when another writer holds it. The kernel drops it when the holder dies."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path(path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise ConfigError(FIELD, f"cannot create the lock file {lock_path(path)}: {exc.strerror or exc}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        raise DatabaseInUseError(path) from exc
+    return fd
+
+
+class DamagedRow(BlobError):
+    """A stored row whose blob cannot be decoded: which table, and the WHERE that selects it."""
+
+    def __init__(self, table: str, where: str, key: tuple[int, ...], why: str) -> None:
+        super().__init__(f"damaged {table} row {key}: {why}")
+        self.table = table
+        self.where = where
+        self.key = key
+
+
+@contextmanager
+def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``; on any exception ROLLBACK (if still open) and re-raise."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        if db.in_transaction:
+            try:
+                db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # the original error is the one to report
+        raise
+    db.execute("COMMIT")
 
 
 def _foreign(path: Path, why: str) -> ConfigError:
@@ -103,19 +165,23 @@ def open_for_writing(path: Path) -> sqlite3.Connection:
 
 
 def open_for_reading(path: Path) -> sqlite3.Connection | None:
-    """A read-only connection, or None when there is no (usable) database yet."""
-    if not path.exists():
+    """A read-only connection; None while there is no database yet (no file, or one the writer is
+    still creating). A damaged file or another program's database raises ``sqlite3.DatabaseError``:
+    that is not "no data", and the web says so (503) instead of showing empty charts."""
+    if not path.exists() or path.stat().st_size == 0:
         return None
+    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None,
+                         check_same_thread=False)
     try:
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None,
-                             check_same_thread=False)
         db.execute("PRAGMA query_only=1")
-        if db.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
-            db.close()
-            return None
-        if db.execute("SELECT count(*) FROM sqlite_master WHERE name='day'").fetchone()[0] == 0:
-            db.close()
-            return None
+        app_id = db.execute("PRAGMA application_id").fetchone()[0]
+        tables = {str(n) for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     except sqlite3.Error:
+        db.close()
+        raise
+    if app_id == APPLICATION_ID and "day" in tables:
+        return db
+    db.close()
+    if app_id == APPLICATION_ID or not tables:  # the writer is creating it right now
         return None
-    return db
+    raise sqlite3.DatabaseError(f"{path} is not a meterpipe history database")

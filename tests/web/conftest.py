@@ -9,6 +9,8 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from datetime import time as dtime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -22,6 +24,9 @@ from meterpipe.publishers.history.store import HistoryWriter
 from tests.support import stop_process, wait_port
 
 ZONE = "Europe/Zurich"
+TARIFF_ONLY = "dsmr"  # a meter with tariff registers only (no 1.8.0 / 2.8.0), the last DAYS days
+DST = "dst"  # a meter with data on the two DST days of 2026 and the day before each
+DST_DAYS = (date(2026, 3, 29), date(2026, 10, 25))  # 23 and 25 hours in Europe/Zurich
 PUSH_S = 60  # one push a minute keeps the fixture small (and under the 300 s gap limit)
 DAYS = 3
 
@@ -34,17 +39,23 @@ class Registers:
 
 
 def make_push(meter: str, seq: int, t_s: float, regs: Registers, power: int, export: int = 0,
-              *, authenticated: bool = True) -> ReadingsMessage:
+              *, authenticated: bool = True, tariff_only: bool = False) -> ReadingsMessage:
+    """A push as the decoder sends it; ``tariff_only``: like a DSMR meter, only the tariff
+    registers 1.8.1/1.8.2 and 2.8.1/2.8.2, no total 1.8.0/2.8.0."""
     per = [power // 3, power // 3, power - 2 * (power // 3)]
     readings = [
         Reading("0-0:96.1.0", "meter_id", "LGZ1030655933512", 0, None),
         Reading("1-0:1.7.0", "active_power_import", power, 0, "W"),
         Reading("1-0:2.7.0", "active_power_export", export, 0, "W"),
-        Reading("1-0:1.8.0", "active_energy_import", regs.t1 + regs.t2, 0, "Wh"),
         Reading("1-0:1.8.1", "active_energy_import_t1", regs.t1, 0, "Wh"),
         Reading("1-0:1.8.2", "active_energy_import_t2", regs.t2, 0, "Wh"),
-        Reading("1-0:2.8.0", "active_energy_export", regs.export, 0, "Wh"),
     ]
+    if tariff_only:
+        readings += [Reading("1-0:2.8.1", "active_energy_export_t1", regs.export, 0, "Wh"),
+                     Reading("1-0:2.8.2", "active_energy_export_t2", 500_000, 0, "Wh")]
+    else:
+        readings += [Reading("1-0:1.8.0", "active_energy_import", regs.t1 + regs.t2, 0, "Wh"),
+                     Reading("1-0:2.8.0", "active_energy_export", regs.export, 0, "Wh")]
     for i, ph in enumerate(("l1", "l2", "l3")):
         readings.append(Reading(f"1-0:{21 + 20 * i}.7.0", f"active_power_import_{ph}", per[i], 0, "W"))
         readings.append(Reading(f"1-0:{31 + 20 * i}.7.0", f"current_{ph}", per[i] * 100 // 230, -2, "A"))
@@ -63,7 +74,8 @@ def load_profile(t_s: float) -> tuple[int, int]:
     return (int(net), 0) if net > 0 else (0, int(-net))
 
 
-def fill(writer: HistoryWriter, meter: str, start_s: float, end_s: float, regs: Registers) -> int:
+def fill(writer: HistoryWriter, meter: str, start_s: float, end_s: float, regs: Registers,
+         *, tariff_only: bool = False) -> int:
     seq = 0
     t = start_s
     while t <= end_s:
@@ -76,7 +88,7 @@ def fill(writer: HistoryWriter, meter: str, start_s: float, end_s: float, regs: 
         else:
             regs.t2 += round(wh)
         regs.export += round(export * PUSH_S / 3600)
-        writer.add(make_push(meter, seq, t, regs, power, export))
+        writer.add(make_push(meter, seq, t, regs, power, export, tariff_only=tariff_only))
         t += PUSH_S
     writer.flush()
     return seq
@@ -97,6 +109,12 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> History:
     end = time.time() - 30
     regs = Registers()
     seq = fill(writer, "house", end - DAYS * 86400, end, regs)
+    fill(writer, TARIFF_ONLY, end - DAYS * 86400, end, Registers(), tariff_only=True)
+    dst_regs = Registers()
+    for day in DST_DAYS:  # the day before and the DST day itself, local midnight to midnight
+        first = datetime.combine(day - timedelta(days=1), dtime(), ZoneInfo(ZONE)).timestamp()
+        last = datetime.combine(day + timedelta(days=1), dtime(), ZoneInfo(ZONE)).timestamp()
+        fill(writer, DST, first, last, dst_regs)
     writer.close()
     return History(path, end, regs, seq)
 

@@ -10,8 +10,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from meterpipe.common.config import load_config
 from meterpipe.publishers.history.query import HistoryReader
-from tests.web.conftest import ZONE, History, client_for, config_for
+from tests.web.conftest import ZONE, History, client_for, config_for, write_config
 
 
 @pytest.fixture
@@ -26,7 +27,7 @@ def today() -> date:
 
 def test_meters_lists_the_meter_with_its_last_push(client, history: History) -> None:
     body = client.get("/api/meters").json()
-    assert [m["meter"] for m in body] == ["house"]
+    assert [m["meter"] for m in body] == ["house", "dsmr", "dst"]  # the config's first, then the history's
     assert body[0]["meter_id"] == "LGZ1030655933512"
     last = datetime.fromisoformat(body[0]["last_push"])
     assert last.utcoffset() is not None and abs(last.timestamp() - history.end_s) < 61
@@ -135,3 +136,16 @@ def test_every_page_renders(client, url: str) -> None:
 def test_a_page_with_a_bad_parameter_names_it(client) -> None:
     r = client.get("/history", params={"view": "week"})
     assert r.status_code == 400 and "view" in r.text
+
+
+def test_a_history_database_that_cannot_answer_gives_503_naming_it(tmp_path: Path, history: History) -> None:
+    """A damaged file (here: its pages overwritten) is a 503 that says where to look, never a 500."""
+    broken = tmp_path / "broken.sqlite"
+    broken.write_bytes(history.path.read_bytes()[:8192] + b"\xff" * 65536)
+    client = client_for(load_config(str(write_config(tmp_path, broken))))
+    for url in ("/api/energy?meter=house&step=day", "/api/meters"):
+        r = client.get(url)
+        assert r.status_code == 503, (url, r.status_code, r.text[:200])
+        assert r.json()["parameter"] == "history" and "history process" in r.json()["error"]
+    page = client.get("/history")
+    assert page.status_code == 503 and "history database cannot answer" in page.text

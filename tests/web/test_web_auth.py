@@ -4,8 +4,12 @@ exists and the client signed in; Host and Origin checks; the set-password comman
 from __future__ import annotations
 
 import io
+import socket
 import stat
 import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -106,7 +110,8 @@ def test_host_header_checked(tmp_path: Path, history: History) -> None:
     with client_for(config_for(tmp_path, history), host="meterpipe.local") as c:  # [web] hosts
         assert c.get("/api/meters").status_code == 200
     assert host_allowed("192.168.1.20:80", "0.0.0.0", ())
-    assert not host_allowed("localhost", "0.0.0.0", ())
+    assert not host_allowed("meterpipe.example", "0.0.0.0", (), own=("pi",))
+    assert not host_allowed("pi", "127.0.0.1", (), own=("pi",))  # loopback: its own names are not needed
     assert not host_allowed("192.168.1.21", "192.168.1.20", ())
     assert host_allowed("[::1]:8080", "::1", ())
     assert not host_allowed(None, "127.0.0.1", ())
@@ -147,3 +152,111 @@ def test_set_password_cli_refuses_short_and_writes_atomically(tmp_path: Path, hi
     assert set_password(config_path, PASSWORD, monkeypatch) == 0
     assert stat.S_IMODE((tmp_path / "web-password").stat().st_mode) == 0o600
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".web-password")] == []
+
+
+# --- review fixes: parallel guesses, odd passwords, what templates see, own names, Secure ---------------
+
+
+def test_parallel_wrong_attempts_cannot_pass_the_limit(tmp_path: Path, history: History,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from meterpipe.web import guard
+    from meterpipe.web.site import MAX_CHECKS
+
+    config_path = write_config(tmp_path, history.path, listen=LAN)
+    assert set_password(config_path, PASSWORD, monkeypatch) == 0
+    running = [0, 0]  # now, most at once
+    lock = threading.Lock()
+
+    def slow_check(stored: str, password: str) -> bool:
+        with lock:
+            running[0] += 1
+            running[1] = max(running[1], running[0])
+        time.sleep(0.3)
+        with lock:
+            running[0] -= 1
+        return check_password(stored, password)
+
+    monkeypatch.setattr(guard, "check_password", slow_check)
+    with client_for(config_for(tmp_path, history, listen=LAN), host="192.168.1.20") as c:
+        with ThreadPoolExecutor(12) as pool:
+            codes = list(pool.map(lambda i: c.post("/api/login", json={"password": f"guess {i}"}).status_code,
+                                  range(12)))
+        assert sorted(codes) == [401] * 5 + [429] * 7
+        assert running[1] <= MAX_CHECKS
+        assert c.post("/api/login", json={"password": PASSWORD}).status_code == 429
+
+
+def test_a_right_password_does_not_count_as_a_failure(tmp_path: Path, history: History,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    config_path = write_config(tmp_path, history.path, listen=LAN)
+    assert set_password(config_path, PASSWORD, monkeypatch) == 0
+    with client_for(config_for(tmp_path, history, listen=LAN), host="192.168.1.20") as c:
+        assert [c.post("/api/login", json={"password": PASSWORD}).status_code for _ in range(7)] == [200] * 7
+        assert c.post("/api/login", json={"password": "wrong one"}).status_code == 401
+
+
+def test_a_lone_surrogate_is_a_wrong_password_and_counts(tmp_path: Path, history: History,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    config_path = write_config(tmp_path, history.path, listen=LAN)
+    assert set_password(config_path, PASSWORD, monkeypatch) == 0
+    body = b'{"password": "\\ud800 not a string"}'
+    with client_for(config_for(tmp_path, history, listen=LAN), host="192.168.1.20") as c:
+        codes = [c.post("/api/login", content=body, headers={"Content-Type": "application/json"}).status_code
+                 for _ in range(6)]
+        assert codes == [401] * 5 + [429]
+
+
+def test_templates_see_no_session_store(tmp_path: Path, history: History, monkeypatch: pytest.MonkeyPatch) -> None:
+    config_path = write_config(tmp_path, history.path, listen=LAN)
+    assert set_password(config_path, PASSWORD, monkeypatch) == 0
+    with client_for(config_for(tmp_path, history, listen=LAN), host="192.168.1.20") as c:
+        assert c.post("/api/login", json={"password": PASSWORD}).status_code == 200
+        token = c.cookies["meterpipe_session"]
+        site = c.app.state.site
+        assert token not in repr(site) and token not in repr(site.sessions)
+        stored = (tmp_path / "web-password").read_text().strip()
+        assert stored not in repr(site)
+        for url in PAGES:
+            r = c.get(url)
+            assert r.status_code == 200, url
+            assert "site" not in r.context and "hub" not in r.context
+            assert not any(token in repr(v) or stored in repr(v) for v in r.context.values()), url
+
+
+def test_on_a_wildcard_address_the_machine_names_are_accepted(tmp_path: Path, history: History) -> None:
+    names = [socket.gethostname(), socket.gethostname().split(".")[0] + ".local", socket.getfqdn(), "localhost"]
+    for name in names:
+        assert host_allowed(f"{name}:8080", "0.0.0.0", ()), name
+        assert host_allowed(name.upper(), "::", ()), name
+        with client_for(config_for(tmp_path, history, listen=LAN), host=f"{name}:8080") as c:
+            r = c.get("/api/meters")
+            assert r.status_code == 403 and "set-password" in r.json()["error"], name  # not 421
+    assert not host_allowed("rebind.example", "0.0.0.0", ())
+    assert not host_allowed(f"{socket.gethostname()}.evil.example", "0.0.0.0", ())
+
+
+@pytest.mark.parametrize(("setting", "secure"), [("", False), ("secure_cookie = true", True),
+                                                 ("secure_cookie = false", False)])
+def test_secure_cookie_setting(tmp_path: Path, history: History, monkeypatch: pytest.MonkeyPatch,
+                               setting: str, secure: bool) -> None:
+    config_path = write_config(tmp_path, history.path, listen=LAN)
+    text = config_path.read_text().replace('hosts = ["meterpipe.local"]', f'hosts = ["meterpipe.local"]\n{setting}')
+    config_path.write_text(text)
+    assert set_password(config_path, PASSWORD, monkeypatch) == 0
+    from meterpipe.common.config import load_config
+
+    with client_for(load_config(str(config_path)), host="192.168.1.20") as c:
+        cookie = c.post("/api/login", json={"password": PASSWORD}).headers["set-cookie"]
+        assert ("; secure" in cookie.lower()) is secure
+        assert "httponly" in cookie.lower()
+
+
+def test_secure_cookie_must_be_a_boolean(tmp_path: Path, history: History) -> None:
+    from meterpipe.common.config import load_config
+    from meterpipe.common.errors import ConfigError
+
+    config_path = write_config(tmp_path, history.path, listen=LAN)
+    config_path.write_text(config_path.read_text().replace('hosts = ["meterpipe.local"]',
+                                                           'hosts = ["meterpipe.local"]\nsecure_cookie = "yes"'))
+    with pytest.raises(ConfigError, match="secure_cookie"):
+        load_config(str(config_path))

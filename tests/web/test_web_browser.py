@@ -28,7 +28,10 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium
 
 PAGES = {"now": "/", "live": "/live", "history-day": "/history", "history-month": "/history?view=month",
          "history-year": "/history?view=year", "peaks": "/peaks", "costs": "/costs", "export": "/export",
-         "status": "/status", "login": "/login"}
+         "status": "/status", "login": "/login",
+         "history-dst-autumn": "/history?meter=dst&view=day&date=2026-10-25",  # 25 hours
+         "history-dst-spring": "/history?meter=dst&view=day&date=2026-03-29",  # 23 hours
+         "history-tariff-only": "/history?meter=dsmr&view=day"}
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 900}
 
@@ -131,7 +134,8 @@ def test_now_page_shows_the_pushed_value(browser: Any, site: Live) -> None:
             break
     assert re.sub(r"\D", "", field.inner_text()) == "4321"
     assert page.locator('.meter[data-meter="house"] [data-auth]').inner_text() == "authenticated"
-    assert re.sub(r"\D", "", page.locator('[data-field="active_power_import_l3"]').inner_text()) == str(4321 - 2 * 1440)
+    l3 = page.locator('.meter[data-meter="house"] [data-field="active_power_import_l3"]')
+    assert re.sub(r"\D", "", l3.inner_text()) == str(4321 - 2 * 1440)
     page.wait_for_function("document.querySelector('[data-today=import_wh]').textContent !== '–'", timeout=5000)
     page.close()
     assert errors == []
@@ -186,3 +190,25 @@ def test_login_flow_in_the_browser(browser: Any, history: History, monkeypatch: 
     finally:
         cleanup(rundir)
     assert errors == [] or all("401" in e or "403" in e for e in errors)
+
+
+@pytest.mark.parametrize(("day", "hours"), [("2026-03-29", 23), ("2026-10-25", 25)])
+def test_dst_day_bars_in_the_browser(browser: Any, site: Live, day: str, hours: int) -> None:
+    page = browser.new_page(viewport=DESKTOP)
+    page.goto(f"{site.base}/history?meter=dst&view=day&date={day}")
+    starts = page.eval_on_selector_all("#history-bars .bar[data-start]", "els => els.map(e => e.dataset.start)")
+    assert len(starts) == hours == len(set(starts))
+    api = httpx.get(site.base + "/api/energy", params={"meter": "dst", "step": "hour", "from": day, "to": day}).json()
+    assert starts == [r["start"] for r in api]
+    page.close()
+
+
+def test_tariff_only_meter_in_the_browser(browser: Any, site: Live) -> None:
+    page = browser.new_page(viewport=DESKTOP)
+    page.goto(f"{site.base}/history?meter=dsmr&view=day")
+    total = page.locator('[data-total="import_wh"]').inner_text()
+    assert float(total.replace("\u202f", "")) > 0
+    heights = page.eval_on_selector_all("#history-bars .bar[data-start] .up", "els => els.map(e => e.getBoundingClientRect()"
+                                        ".height ? [...e.querySelectorAll('.seg')].reduce((s, x) => s + x.getBoundingClientRect().height, 0) : 0)")
+    assert heights and max(heights) > 0 and min(heights) < max(heights)  # not every bar full height
+    page.close()

@@ -5,9 +5,14 @@ client only."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
+import logging
 import queue
 import socket
+import struct
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,9 +24,10 @@ import pytest
 import zmq
 
 from meterpipe.common.schema import ReadingsMessage, encode_readings, reading_topic, readings_json
-from meterpipe.web.live import CLIENT_QUEUE, LiveHub
+from meterpipe.web import cli
+from meterpipe.web.live import CLIENT_QUEUE, MAX_CLIENTS, LiveHub
 from tests.support import cleanup, free_port, short_dir
-from tests.web.conftest import History, Registers, make_push, web_process, write_config
+from tests.web.conftest import History, Registers, config_for, make_push, web_process, write_config
 
 
 @pytest.fixture
@@ -43,11 +49,12 @@ def pub() -> Iterator[tuple[zmq.Socket[bytes], str, Path]]:
 class Events:
     """An /events stream read on a thread of its own: (event, data) pairs in a queue."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, headers: dict[str, str] | None = None) -> None:
         self.queue: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
         self.headers: dict[str, str] = {}
+        self.status = 0
         self._ready = threading.Event()
-        self._client = httpx.Client(timeout=httpx.Timeout(5, read=None))
+        self._client = httpx.Client(timeout=httpx.Timeout(5, read=None), headers=headers)
         self._thread = threading.Thread(target=self._read, args=(url,), daemon=True)
         self._thread.start()
         assert self._ready.wait(10), "no answer from /events"
@@ -56,6 +63,7 @@ class Events:
         try:
             with self._client.stream("GET", url) as stream:
                 self.headers = dict(stream.headers)
+                self.status = stream.status_code
                 self._ready.set()
                 event = ""
                 for line in stream.iter_lines():
@@ -160,3 +168,131 @@ def test_stalled_reader_over_tcp_does_not_stop_a_live_one(pub, history: History)
         assert status["web"]["sse_clients"] == 2
     events.close()
     stalled.close()
+
+
+# --- review fixes: streams end with their session, never leak a slot, the SUB task restarts -----------------
+
+
+def signed_in_events(base: str, password: str) -> tuple[Events, str]:
+    cookie = httpx.post(base + "/api/login", json={"password": password}).cookies["meterpipe_session"]
+    events = Events(base + "/events", headers={"Cookie": f"meterpipe_session={cookie}"})
+    assert events.status == 200
+    return events, cookie
+
+
+def ends_without_more_readings(sock: zmq.Socket[bytes], events: Events, seq: int) -> None:
+    deadline = time.monotonic() + 10
+    while events.alive() and time.monotonic() < deadline:
+        sock.send_multipart([reading_topic("house"), encode_readings(make_push("house", seq, time.time(),
+                                                                               Registers(), 99))])
+        time.sleep(0.1)
+    assert not events.alive(), "the stream went on after its session ended"
+    while not events.queue.empty():
+        assert events.queue.get()[1]["seq"] != seq
+
+
+@pytest.mark.parametrize("how", ["sign-out", "new password"])
+def test_a_stream_ends_with_its_session(pub, history: History, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    sock, endpoint, rundir = pub
+    port = free_port()
+    config = write_config(rundir, history.path, listen=f"0.0.0.0:{port}", readings=endpoint)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("a good long password\n"))
+    assert cli.main(["set-password", "--config", str(config)]) == 0
+    with web_process(config, port):
+        base = f"http://127.0.0.1:{port}"
+        events, cookie = signed_in_events(base, "a good long password")
+        publish_until_seen(sock, events, make_push("house", 1, time.time(), Registers(), 1234))
+        if how == "sign-out":
+            r = httpx.post(base + "/logout", headers={"Cookie": f"meterpipe_session={cookie}"})
+            assert r.status_code in (200, 303)
+        else:
+            monkeypatch.setattr(sys, "stdin", io.StringIO("another good password\n"))
+            assert cli.main(["set-password", "--config", str(config)]) == 0
+        ends_without_more_readings(sock, events, 2)
+        assert httpx.get(base + "/api/status", headers={"Cookie": f"meterpipe_session={cookie}"}).status_code == 401
+    events.close()
+
+
+def test_clients_that_hang_up_at_once_never_hold_a_slot(pub, history: History) -> None:
+    _sock, endpoint, rundir = pub
+    port = free_port()
+    config = write_config(rundir, history.path, listen=f"127.0.0.1:{port}", readings=endpoint)
+    with web_process(config, port):
+        for _ in range(MAX_CLIENTS + 8):
+            s = socket.create_connection(("127.0.0.1", port))
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST, at once
+            s.sendall(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            s.close()
+        deadline = time.monotonic() + 10
+        clients = -1
+        while time.monotonic() < deadline:
+            clients = httpx.get(f"http://127.0.0.1:{port}/api/status").json()["web"]["sse_clients"]
+            if clients == 0:
+                break
+            time.sleep(0.2)
+        assert clients == 0
+        events = Events(f"http://127.0.0.1:{port}/events")
+        assert events.status == 200
+    events.close()
+
+
+def test_a_hang_up_before_the_stream_starts_frees_its_slot(tmp_path: Path, history: History) -> None:
+    """The race uvicorn loses now and then: the client is gone before the response starts, so
+    ``send`` raises (uvicorn's ClientDisconnected is an OSError) and the body never runs."""
+    from meterpipe.web.app import build_app
+    from meterpipe.web.main import make_site
+
+    site = make_site(config_for(tmp_path, history))
+    app = build_app(site, start_live=False)
+    scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"}, "http_version": "1.1",
+             "method": "GET", "scheme": "http", "path": "/events", "raw_path": b"/events", "query_string": b"",
+             "root_path": "", "headers": [(b"host", b"127.0.0.1:8080")], "client": ("127.0.0.1", 5000),
+             "server": ("127.0.0.1", 8080), "app": app}
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        raise OSError("client gone")
+
+    async def run() -> None:
+        for _ in range(MAX_CLIENTS + 1):
+            with contextlib.suppress(Exception):
+                await app(scope, receive, send)
+        assert site.hub.clients == 0
+
+    asyncio.run(run())
+
+
+def test_the_sub_task_restarts_after_an_error(pub, caplog: pytest.LogCaptureFixture) -> None:
+    sock, endpoint, _rundir = pub
+
+    async def run() -> None:
+        hub = LiveHub(endpoint)
+        real_feed = hub.feed
+        failures = []
+
+        def feed(topic: bytes, payload: bytes) -> None:
+            if not failures:
+                failures.append(topic)
+                raise RuntimeError("a bug in the hub")
+            real_feed(topic, payload)
+
+        hub.feed = feed  # type: ignore[method-assign]
+        hub.start()
+        try:
+            deadline = time.monotonic() + 10
+            seq = 0
+            while hub.received == 0 and time.monotonic() < deadline:
+                seq += 1
+                sock.send_multipart([reading_topic("house"), encode_readings(make_push("house", seq, time.time(),
+                                                                                       Registers(), 5))])
+                await asyncio.sleep(0.1)
+            assert failures and hub.received > 0
+        finally:
+            await hub.stop()
+
+    with caplog.at_level(logging.ERROR, logger="meterpipe.web.live"):
+        asyncio.run(run())
+    assert any("a bug in the hub" in (r.exc_text or "") or r.exc_info for r in caplog.records)
+    assert any("opening the socket again" in r.getMessage() for r in caplog.records)

@@ -13,6 +13,7 @@ from meterpipe.publishers.history.aggregate import (
     MeterAggregator,
     RegisterState,
     day_bounds,
+    export_delta,
     import_delta,
     quarters_of_day,
     to_milli,
@@ -105,6 +106,12 @@ def test_to_milli_rounds_finer_than_milli() -> None:
 def test_import_delta_uses_total_else_tariffs() -> None:
     assert import_delta({"active_energy_import": 5, "active_energy_import_t1": 3}) == 5
     assert import_delta({"active_energy_import_t1": 3, "active_energy_import_t2": 4, "active_energy_export": 9}) == 7
+
+
+def test_export_delta_uses_total_else_tariffs_ints_or_floats() -> None:
+    assert export_delta({"active_energy_export": 5, "active_energy_export_t1": 3, "active_energy_import": 1}) == 5
+    assert export_delta({"active_energy_export_t1": 1.5, "active_energy_export_t2": 2.25}) == 3.75
+    assert export_delta({"active_energy_import_t1": 4}) == 0 and import_delta({"active_energy_import": 2.5}) == 2.5
 
 
 def test_dst_days_have_92_and_100_quarters() -> None:

@@ -93,3 +93,41 @@ def test_import_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     (tmp_path / "csv").mkdir()
     assert main(["import", str(tmp_path / "csv"), "--config", str(config(tmp_path, db))]) == 2
     assert f"config error: publishers.history.path: {db} is not a meterpipe history database" in capsys.readouterr().err
+
+
+def test_import_beside_a_running_writer_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = CsvStore(tmp_path / "csv")
+    for m in simulated(T0, 30, 1.0):
+        store.write(m)
+    store.close()
+    db = tmp_path / "h.sqlite"
+    running = HistoryWriter(db, ZURICH)  # the history process
+    try:
+        assert main(["import", str(tmp_path / "csv"), "--config", str(config(tmp_path, db))]) == 2
+    finally:
+        running.close()
+    err = capsys.readouterr().err
+    assert f"error: the history database {db} is in use by another writer (the history process?): stop it " \
+        "first (meterpipe stop, or supervisorctl stop history)" in err
+    assert energy(db) == []  # nothing imported, nothing counted twice
+    assert main(["import", str(tmp_path / "csv"), "--config", str(config(tmp_path, db))]) == 0
+    assert len(energy(db)) == 1
+
+
+def test_rows_older_than_the_history_are_counted_and_the_way_to_load_them_is_printed(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pushes = list(simulated(T0, 3600, 1.0))
+    store = CsvStore(tmp_path / "csv")
+    for m in pushes[:1800]:  # the CSV publisher ran alone first ...
+        store.write(m)
+    store.close()
+    db = tmp_path / "h.sqlite"
+    w = HistoryWriter(db, ZURICH)  # ... then the history process started
+    for m in pushes[1800:]:
+        w.add(m)
+    w.close()
+    assert main(["import", str(tmp_path / "csv"), "--config", str(config(tmp_path, db))]) == 0
+    out = capsys.readouterr().out
+    assert "house: 0 row(s) loaded from 1 file(s), 0 already in the history, 1800 older than the history " \
+        "(it starts at 2026-05-01T00:30:00+02:00): not loaded" in out  # was: "1800 already in the history"
+    assert f"To load them: stop the pipeline (meterpipe stop), move {db} away, run this import again" in out

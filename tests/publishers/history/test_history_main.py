@@ -84,3 +84,17 @@ def test_process_stores_published_pushes_and_exits_2_on_a_foreign_db(tmp_path: P
     cfg2 = write_config(tmp_path / "bad.toml", endpoint,
                         f'[publishers.history]\nenabled = true\npath = "{foreign}"\n' + WEB)
     assert main(["--config", str(cfg2)]) == 2
+
+
+def test_the_writer_from_config(tmp_path: Path) -> None:
+    from meterpipe.common.config import load_config
+
+    db = tmp_path / "h.sqlite"
+    cfg = write_config(tmp_path / "meterpipe.toml", f"ipc://{tmp_path}/readings",
+                       f'[publishers.history]\nenabled = true\npath = "{db}"\nminute_retention_days = 30\n'
+                       f"recent_hours = 6\n" + WEB)
+    w = HistoryWriter.from_config(load_config(str(cfg)))
+    try:
+        assert (w.path, w.zone, w.minute_retention_days, w.recent_hours) == (db, ZURICH, 30, 6)
+    finally:
+        w.close()
