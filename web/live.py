@@ -158,15 +158,15 @@ class LiveHub:
         horizon = msg.received_ns - RECENT_SECONDS * 1_000_000_000
         while recent and recent[0].received_ns < horizon:
             recent.popleft()
-        self._broadcast("reading", readings_json(msg))
+        if self._clients:  # nobody looking: no JSON made (the Pi at rest)
+            self._broadcast("reading", readings_json(msg))
 
     def on_status(self, status: Status) -> None:
         self.status[status.meter] = status
-        self._broadcast("status", status_json(status))
+        if self._clients:
+            self._broadcast("status", status_json(status))
 
     def _broadcast(self, event: str, data: dict[str, Any]) -> None:
-        if not self._clients:
-            return
         text = f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n"
         for client in self._clients:
             _offer(client, text)

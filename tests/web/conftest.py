@@ -16,12 +16,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+import zmq
 
 from meterpipe.common.config import Config, load_config
 from meterpipe.common.schema import ReadingsMessage
 from meterpipe.common.values import Push, Reading
 from meterpipe.publishers.history.store import HistoryWriter
-from tests.support import stop_process, wait_port
+from tests.support import cleanup, short_dir, stop_process, wait_port
 
 ZONE = "Europe/Zurich"
 TARIFF_ONLY = "dsmr"  # a meter with tariff registers only (no 1.8.0 / 2.8.0), the last DAYS days
@@ -192,3 +193,20 @@ def web_process(config_path: Path, port: int) -> Iterator[subprocess.Popen[bytes
         if proc.stdout:
             proc.stdout.close()
     assert proc.returncode == 0, out
+
+
+@contextlib.contextmanager
+def readings_pub(prefix: str) -> Iterator[tuple[zmq.Socket[bytes], str, Path]]:
+    """A PUB socket bound where the web subscribes (``ipc://<dir>/readings``): the decoder's part."""
+    rundir = short_dir(prefix)
+    ctx = zmq.Context()
+    sock: zmq.Socket[bytes] = ctx.socket(zmq.PUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    endpoint = f"ipc://{rundir}/readings"
+    sock.bind(endpoint)
+    try:
+        yield sock, endpoint, rundir
+    finally:
+        sock.close(linger=0)
+        ctx.term()
+        cleanup(rundir)

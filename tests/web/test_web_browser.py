@@ -21,7 +21,7 @@ import zmq
 from meterpipe.common.schema import Status, encode_readings, encode_status, reading_topic, status_topic
 from meterpipe.web import cli
 from tests.support import cleanup, free_port, short_dir
-from tests.web.conftest import History, Registers, make_push, web_process, write_config
+from tests.web.conftest import History, Registers, make_push, readings_pub, web_process, write_config
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (apt install chromium)")
@@ -75,24 +75,14 @@ class Live:
 
 @pytest.fixture(scope="module")
 def site(history: History) -> Iterator[Live]:
-    rundir = short_dir("mpb-")
-    ctx = zmq.Context()
-    sock: zmq.Socket[bytes] = ctx.socket(zmq.PUB)
-    sock.setsockopt(zmq.LINGER, 0)
-    endpoint = f"ipc://{rundir}/readings"
-    sock.bind(endpoint)
-    port = free_port()
-    config = write_config(rundir, history.path, listen=f"127.0.0.1:{port}", readings=endpoint,
-                          extra='[web.tariff.registers]\nt1 = 0.32\nt2 = 0.21\n')
-    try:
+    with readings_pub("mpb-") as (sock, endpoint, rundir):
+        port = free_port()
+        config = write_config(rundir, history.path, listen=f"127.0.0.1:{port}", readings=endpoint,
+                              extra='[web.tariff.registers]\nt1 = 0.32\nt2 = 0.21\n')
         with web_process(config, port):
             live = Live(f"http://127.0.0.1:{port}", sock)
             live.push(2000)
             yield live
-    finally:
-        sock.close(linger=0)
-        ctx.term()
-        cleanup(rundir)
 
 
 def new_page(browser: Any, viewport: dict[str, int], errors: list[str]) -> Any:

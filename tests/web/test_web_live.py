@@ -26,24 +26,14 @@ import zmq
 from meterpipe.common.schema import ReadingsMessage, encode_readings, reading_topic, readings_json
 from meterpipe.web import cli
 from meterpipe.web.live import CLIENT_QUEUE, MAX_CLIENTS, LiveHub
-from tests.support import cleanup, free_port, short_dir
-from tests.web.conftest import History, Registers, config_for, make_push, web_process, write_config
+from tests.support import free_port
+from tests.web.conftest import History, Registers, config_for, make_push, readings_pub, web_process, write_config
 
 
 @pytest.fixture
 def pub() -> Iterator[tuple[zmq.Socket[bytes], str, Path]]:
-    rundir = short_dir("mpw-")
-    ctx = zmq.Context()
-    sock: zmq.Socket[bytes] = ctx.socket(zmq.PUB)
-    sock.setsockopt(zmq.LINGER, 0)
-    endpoint = f"ipc://{rundir}/readings"
-    sock.bind(endpoint)
-    try:
-        yield sock, endpoint, rundir
-    finally:
-        sock.close(linger=0)
-        ctx.term()
-        cleanup(rundir)
+    with readings_pub("mpw-") as published:
+        yield published
 
 
 class Events:
