@@ -14,12 +14,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import random
 import signal
+import socket
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from types import FrameType
 
 from meterpipe.common.config import CONFIG_ENV, Config, load_config
@@ -94,6 +98,49 @@ def base_parser(
     if verbose:
         parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     return parser
+
+
+@contextlib.contextmanager
+def signal_wakeup() -> Iterator[int | None]:
+    """A descriptor that turns readable when a signal arrives, for a loop's poller.
+
+    With it a loop may wait long when idle (a Pi should sleep) and still see
+    SIGTERM at once: the stop flag's handler runs, the poll returns. None outside
+    the main thread, where Python cannot install it: poll with a short timeout there.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield None
+        return
+    read, write = socket.socketpair()
+    read.setblocking(False)
+    write.setblocking(False)
+    previous = signal.set_wakeup_fd(write.fileno(), warn_on_full_buffer=False)
+    try:
+        yield read.fileno()
+    finally:
+        signal.set_wakeup_fd(previous)
+        read.close()
+        write.close()
+
+
+def drain(fd: int) -> None:
+    """Read what is waiting on a non-blocking descriptor (the signal numbers of :func:`signal_wakeup`)."""
+    with contextlib.suppress(BlockingIOError, InterruptedError):
+        while os.read(fd, 64):
+            pass
+
+
+def freeze_startup_heap() -> None:
+    """Keep the garbage collector off what the start made (modules, config, templates).
+
+    Those objects live as long as the process; without this every full collection
+    walks all of them again (tens of milliseconds for a web process, a few times an
+    hour on a Pi that should be idle). Call it once, right before the main loop.
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
 
 
 class StopFlag:

@@ -25,6 +25,7 @@ section in :mod:`meterpipe.common.config`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -36,7 +37,16 @@ from meterpipe.common.config import Config
 from meterpipe.common.endpoints import replay_endpoint
 from meterpipe.common.errors import ConfigError, SchemaError
 from meterpipe.common.logs import setup_logging
-from meterpipe.common.process import POLL_MS, StopFlag, base_parser, config_error_exit, load_config_or_exit
+from meterpipe.common.process import (
+    POLL_MS,
+    StopFlag,
+    base_parser,
+    config_error_exit,
+    drain,
+    freeze_startup_heap,
+    load_config_or_exit,
+    signal_wakeup,
+)
 from meterpipe.common.schema import (
     READING_TOPIC,
     STATUS_TOPIC,
@@ -72,6 +82,11 @@ class Handler:
     def poll_fds(self) -> Sequence[int]:
         """Extra file descriptors whose readability should wake the loop."""
         return ()
+
+    def idle_ms(self) -> int:
+        """How long the loop may wait when nothing arrives before it calls :meth:`tick`.
+        A stop signal wakes it at once in a process's main thread, whatever this says."""
+        return POLL_MS
 
     def replay_cursor(self) -> Mapping[str, int]:
         """Per meter, the receive time (ns) of the last push already stored; pushes after
@@ -211,6 +226,7 @@ def run_subscriber(
     sock.setsockopt(zmq.SUBSCRIBE, STATUS_TOPIC)
     stats = SubscriberStats()
     tracker = SeqTracker(stats)
+    stack = contextlib.ExitStack()
     try:
         sock.connect(endpoint)
         log.info("subscribed to %s", endpoint)
@@ -221,6 +237,9 @@ def run_subscriber(
             log.info("caught up: %d push(es) replayed by the decoder", len(replayed.payloads))
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
+        wakeup = stack.enter_context(signal_wakeup())
+        if wakeup is not None:
+            poller.register(wakeup, zmq.POLLIN)
         watched: tuple[int, ...] = ()
         while not stop():
             fds = tuple(handler.poll_fds())
@@ -230,7 +249,9 @@ def run_subscriber(
                 for fd in fds:
                     poller.register(fd, zmq.POLLIN)
                 watched = fds
-            events = dict(poller.poll(poll_ms))
+            events = dict(poller.poll(poll_ms if wakeup is None else max(poll_ms, handler.idle_ms())))
+            if wakeup is not None and wakeup in events:
+                drain(wakeup)
             if sock in events:
                 # drain what is queued, but give tick() a turn now and then
                 for _ in range(1000):
@@ -245,6 +266,7 @@ def run_subscriber(
                     dispatch(parts[0], parts[1], handler, tracker, replayed)
             handler.tick(time.time())
     finally:
+        stack.close()
         sock.close(linger=0)
     return stats
 
@@ -288,6 +310,7 @@ def serve(
     except ConfigError as exc:  # a setting only the publisher itself can check (a spool path, ...)
         return config_error_exit(exc)
     try:
+        freeze_startup_heap()
         stats = run_subscriber(config.endpoints.readings, handler, stop)
     finally:
         close()

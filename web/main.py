@@ -20,7 +20,7 @@ import uvicorn
 
 from meterpipe.common.config import Config
 from meterpipe.common.logs import setup_logging
-from meterpipe.common.process import EXIT_UNAVAILABLE, base_parser, load_config_or_exit
+from meterpipe.common.process import EXIT_UNAVAILABLE, base_parser, freeze_startup_heap, load_config_or_exit
 from meterpipe.web.app import build_app
 from meterpipe.web.auth import PasswordFile
 from meterpipe.web.live import LiveHub
@@ -98,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                  "password set" if site.passwords.exists() else "NO PASSWORD SET YET: no data is served until "
                  f"'{site.set_password_command()}'")
     server = server_for(site)
+    freeze_startup_heap()
     try:
         server.run()
     except SystemExit as exc:  # uvicorn exits 1 when it cannot bind

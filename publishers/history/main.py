@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 FLUSH_EVERY_S = 60.0
 FLUSH_AFTER_S = 2.0  # into each minute: the last pushes of the minute before are in by then
 RETENTION_EVERY_S = 3600.0
+IDLE_MS = 5000
 
 
 class HistoryHandler(Handler):
@@ -52,6 +53,10 @@ class HistoryHandler(Handler):
         if self._next_retention is not None and now >= self._next_retention:
             self._next_retention = now + RETENTION_EVERY_S
             self.writer.expire(now)
+
+    def idle_ms(self) -> int:
+        """Nothing to do between flushes but wait: wake for pushes, a stop, or every 5 s."""
+        return IDLE_MS
 
     def replay_cursor(self) -> dict[str, int]:
         """The last committed push of each meter; a meter never committed asks for everything."""

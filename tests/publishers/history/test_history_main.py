@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -61,15 +62,16 @@ def test_process_stores_published_pushes_and_exits_2_on_a_foreign_db(tmp_path: P
         pushes = list(simulated(T0, 180, 1.0))
         for m in pushes[:2]:  # the subscription may need a moment: resend until stored
             feeder.send(m)
-        import time
-
         time.sleep(0.5)
         for m in pushes:
             feeder.send(m)
         time.sleep(0.5)
     finally:
+        stopping = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0, log.read_text()
+        # it waits up to IDLE_MS between pushes, but a stop signal wakes its poll at once
+        assert time.monotonic() - stopping < 3.0, "SIGTERM was not seen until the idle poll ended"
         feeder.close()
     text = log.read_text()
     assert f"history database {db}" in text and "0 meter(s)" in text
