@@ -13,14 +13,16 @@ MQTT spool, and keep receiving. RCVHWM is set high (100 000 messages) so a short
 stall is absorbed by the queue; the per-meter ``seq`` lets us see and count what
 was lost anyway.
 
-The loop polls with a timeout (``POLL_MS``) so that a SIGTERM handler which only
-sets a flag is seen promptly, and calls ``handler.tick(now)`` after every poll
+The loop polls with a timeout (``POLL_MS``, or longer when the handler's
+``idle_ms`` allows: a signal wakes the poll at once through
+:func:`~meterpipe.common.process.signal_wakeup`, so a SIGTERM handler that only
+sets a flag is seen promptly) and calls ``handler.tick(now)`` after every poll
 for periodic work (flush, retention, MQTT network I/O and reconnect).
 
 A new publisher is a :class:`Handler` subclass that overrides what it needs, a
 ``main()`` that calls :func:`run_publisher`, one row in
 :data:`meterpipe.deploy.programs.PROGRAMS` and its ``[publishers.<name>]``
-section in :mod:`meterpipe.common.config`.
+section in :mod:`meterpipe.common.publisher_config`.
 """
 
 from __future__ import annotations
