@@ -69,7 +69,7 @@ def set_password(argv: Sequence[str]) -> int:
     except OSError as exc:
         print(f"cannot write {path}: {exc.strerror}", file=sys.stderr)
         return EXIT_CONFIG
-    print(f"password set ({path}, mode 0600); a running web server uses it at once")
+    print(f"web page password set ({path}, mode 0600); a running web server uses it at once")
     return EXIT_OK
 
 
