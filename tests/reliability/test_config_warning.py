@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from meterpipe.deploy.keys import key_pair
-from tests.support import Supervisor, stop_process
+from tests.support import Supervisor, free_port, stop_process
 
 KEY = "7D3A9C2B5E8F10467A2B3C4D5E6F7081"
 FILE_KEY = "A1B2C3D4E5F60718293A4B5C6D7E8F90"
@@ -42,6 +42,7 @@ def test_processes_under_supervisord_log_the_loose_config_warning(rundir: Path) 
         "[[meters]]", 'name = "flat"', 'port = "/dev/null-nothing"', f'key_file = "{key_file}"', "",
         "[endpoints]", f'frames = "ipc://{rundir}/frames"', f'readings = "ipc://{rundir}/readings"', "",
         "[publishers.csv]", "enabled = true", f'directory = "{rundir}/csv"', "",
+        "[web]", f'listen = "127.0.0.1:{free_port()}"', "",  # history and web on, as by default
     ]))
     config.chmod(0o644)  # key inline, readable by everybody
     supervisor = Supervisor(rundir, config)
@@ -52,7 +53,9 @@ def test_processes_under_supervisord_log_the_loose_config_warning(rundir: Path) 
                   f"decoder WARNING meterpipe.common.process: config: {loose_file}",
                   f"reader house WARNING meterpipe.common.process: config: {inline}",
                   f"reader flat WARNING meterpipe.common.process: config: {loose_file}",
-                  f"csv WARNING meterpipe.common.process: config: {inline}"]
+                  f"csv WARNING meterpipe.common.process: config: {inline}",
+                  f"history WARNING meterpipe.common.process: config: {inline}",
+                  f"web WARNING meterpipe.common.process: config: {inline}"]
         for needle in needed:
             wait_for_text(supervisor.output, needle, 30)
     finally:
@@ -63,7 +66,7 @@ def test_processes_under_supervisord_log_the_loose_config_warning(rundir: Path) 
         assert secret.lower() not in output.lower()
     # every process that loaded the config warned, once each
     warned = re.findall(r" (\w+(?: \w+)?) WARNING meterpipe\.common\.process: config: config file", output)
-    assert sorted(warned) == ["csv", "decoder", "reader flat", "reader house"], warned
+    assert sorted(warned) == ["csv", "decoder", "history", "reader flat", "reader house", "web"], warned
 
 
 def _run_decoder(config: Path, log: Path) -> str:
