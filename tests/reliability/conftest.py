@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -113,10 +114,44 @@ def mqtt_values(doc: dict[str, Any]) -> Values:
     return {r["obis"]: _comparable(r["value"]) for r in doc["readings"]}
 
 
-def match(recs: list[Values], got: Values) -> int | None:
-    """Index of the one record whose values the delivered push carries (None: none or ambiguous)."""
+def explain_unmatched(recs: list[Values], deliveries: list[Values]) -> str:
+    """For deliveries that match no single record: the nearest records and the values that differ."""
+    lines = []
+    for got in deliveries:
+        if match(recs, got) is not None:
+            continue
+        scored = sorted(range(len(recs)), key=lambda i: sum(got.get(k) != v for k, v in recs[i].items()))
+        for i in scored[:2]:
+            diff = {k: (v, got.get(k)) for k, v in recs[i].items() if got.get(k) != v}
+            lines.append(f"record {i} differs in (want, got) {diff}")
+    return "; ".join(lines)
+
+
+NEAR_S = 1.5  # a reader stamps a push within tens of ms of the simulator writing it
+
+
+def match(recs: list[Values], got: Values, at: float | None = None, stamps: list[float] | None = None) -> int | None:
+    """Index of the one record whose values the delivered push carries (None: none or ambiguous).
+
+    A meter with coarse values (whole volts, 10 Wh registers) can repeat all of them
+    seconds apart; then the record written nearest the push's receive time ``at``
+    (epoch seconds; ``stamps`` are the records' times) is the one.
+    """
     hits = [i for i, want in enumerate(recs) if all(got.get(k) == v for k, v in want.items())]
+    if len(hits) > 1 and at is not None and stamps is not None:
+        hits = [i for i in hits if abs(stamps[i] - at) < NEAR_S]
     return hits[0] if len(hits) == 1 else None
+
+
+def record_stamp(rec: dict[str, Any]) -> float:
+    return datetime.fromisoformat(rec["time"]).timestamp()
+
+
+def csv_stamp(row: dict[str, str]) -> float | None:
+    try:
+        return datetime.fromisoformat(row["time"]).timestamp()
+    except (KeyError, ValueError):
+        return None
 
 
 @dataclass
@@ -222,12 +257,26 @@ class Pipeline:
     def results(self, meter: str) -> tuple[int, SinkResult, SinkResult]:
         """(records written, MQTT result, CSV result) for one meter."""
         assert self.tail is not None and self.mqtt is not None
-        recs = [record_values(r) for r, _ in self.tail.of(meter)]
-        mq = [match(recs, mqtt_values(doc)) for doc, _ in self.mqtt.json_docs(meter)]
+        records = [r for r, _ in self.tail.of(meter)]
+        recs = [record_values(r) for r in records]
+        stamps = [record_stamp(r) for r in records]
+        mq = [match(recs, mqtt_values(doc), doc.get("received"), stamps) for doc, _ in self.mqtt.json_docs(meter)]
         columns = self.column_obis(meter)
-        rows = [match(recs, {columns[k]: _comparable(v) for k, v in row.items() if k in columns})
+        rows = [match(recs, {columns[k]: _comparable(v) for k, v in row.items() if k in columns}, csv_stamp(row),
+                      stamps)
                 for row in self.csv_rows(meter)]
         return len(recs), sink_result(len(recs), mq), sink_result(len(recs), rows)
+
+    def explain(self, meter: str, sink: str) -> str:
+        """Why deliveries of one sink ("mqtt" or "csv") match no single record of the meter."""
+        assert self.tail is not None and self.mqtt is not None
+        recs = [record_values(r) for r, _ in self.tail.of(meter)]
+        if sink == "mqtt":
+            got = [mqtt_values(doc) for doc, _ in self.mqtt.json_docs(meter)]
+        else:
+            columns = self.column_obis(meter)
+            got = [{columns[k]: _comparable(v) for k, v in row.items() if k in columns} for row in self.csv_rows(meter)]
+        return explain_unmatched(recs, got)
 
     def write_times(self, meter: str) -> list[float]:
         assert self.tail is not None

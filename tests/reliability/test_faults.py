@@ -109,7 +109,8 @@ def run_fault(p: Pipeline, name: str, inject: Callable[[Pipeline], Injected],
         row_excused = []
         for sink, res in (("mqtt", mq), ("csv", cs)):
             assert res.first is not None, f"{name}: {m.name}: nothing reached {sink}"
-            assert res.unmatched == 0, f"{name}: {m.name}: {res.unmatched} {sink} deliveries match no single record"
+            assert res.unmatched == 0, (f"{name}: {m.name}: {res.unmatched} {sink} deliveries match no single "
+                                        f"record: {p.explain(m.name, sink)}\n{p.log_tail()}")
             excused = _excused(res.lost, times, windows)
             row_excused.append(len(excused))
             lost_in_windows.setdefault(m.name, []).extend(excused)
