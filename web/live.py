@@ -38,7 +38,7 @@ from meterpipe.common.schema import (
 log = logging.getLogger(__name__)
 
 RECENT_SECONDS = 300
-CLIENT_QUEUE = 64  # messages per SSE client before it starts losing them
+CLIENT_QUEUE = 64  # messages per SSE client; beyond, its oldest go, so a page always ends on the newest push
 MAX_CLIENTS = 32
 RCVHWM = 10_000
 RECONNECT_MAX_MS = 5_000
@@ -61,6 +61,7 @@ def status_json(status: Status) -> dict[str, Any]:
 class Client:
     queue: asyncio.Queue[str | None] = field(default_factory=lambda: asyncio.Queue(CLIENT_QUEUE))
     dropped: int = 0
+    ending: bool = False  # its end marker is queued: nothing more is offered
 
 
 class LiveHub:
@@ -94,7 +95,7 @@ class LiveHub:
     def close_clients(self) -> None:
         """End every SSE stream (at shutdown: uvicorn waits for open responses)."""
         for client in self._clients:
-            _offer(client, None, force=True)
+            _offer(client, None)
 
     async def _run(self, endpoint: str) -> None:
         """The SUB loop; anything that ends it other than a stop is logged, and the socket is
@@ -198,13 +199,14 @@ class LiveHub:
         return max(0.0, (time.time() if now is None else now) - msg.received_ns / 1e9)
 
 
-def _offer(client: Client, item: str | None, *, force: bool = False) -> None:
-    try:
-        client.queue.put_nowait(item)
-    except asyncio.QueueFull:
-        if not force:
-            client.dropped += 1
-            return
+def _offer(client: Client, item: str | None) -> None:
+    """Queue ``item`` (None: the end of the stream) for one client; a client that has fallen
+    behind loses its oldest message, never the newest, so its page ends on the latest push."""
+    if client.ending:
+        return
+    if client.queue.full():
         with contextlib.suppress(asyncio.QueueEmpty):
-            client.queue.get_nowait()  # make room for the end marker
-        client.queue.put_nowait(item)
+            client.queue.get_nowait()
+            client.dropped += 1
+    client.queue.put_nowait(item)
+    client.ending = item is None

@@ -129,6 +129,12 @@ def test_a_slow_client_never_blocks_the_others() -> None:
         assert len(hub.recent["house"]) <= 301  # five minutes of pushes
         hub.close_clients()
         assert fast.queue.get_nowait() is None
+        # the slow one lost its oldest: it still ends on the newest push, then the end of the stream
+        kept = [slow.queue.get_nowait() for _ in range(CLIENT_QUEUE)]
+        assert kept[-1] is None and all(item is not None for item in kept[:-1])
+        assert f'"seq":{CLIENT_QUEUE * 2 + 1},' in str(kept[0]) and f'"seq":{CLIENT_QUEUE * 3 - 1},' in str(kept[-2])
+        hub.on_readings(make_push("house", CLIENT_QUEUE * 3, 1e9, Registers(), 100))
+        assert slow.queue.empty()  # nothing after the end
     asyncio.run(run())
 
 
@@ -136,28 +142,29 @@ def test_stalled_reader_over_tcp_does_not_stop_a_live_one(pub, history: History)
     sock, endpoint, rundir = pub
     port = free_port()
     config = write_config(rundir, history.path, listen=f"127.0.0.1:{port}", readings=endpoint)
-    with web_process(config, port):
-        stalled = socket.socket()
+    with web_process(config, port), socket.socket() as stalled:
         stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         stalled.connect(("127.0.0.1", port))
         stalled.sendall(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")  # and never read
         events = Events(f"http://127.0.0.1:{port}/events")
-        publish_until_seen(sock, events, make_push("house", 1, time.time(), Registers(), 1))
-        for seq in range(2, 1001):
-            sock.send_multipart([reading_topic("house"), encode_readings(
-                make_push("house", seq, time.time(), Registers(), seq))])
-            if seq % 50 == 0:
-                time.sleep(0.01)  # the live client's own queue holds 64
-        last = 0
-        deadline = time.monotonic() + 20
-        while last < 1000 and time.monotonic() < deadline:
-            _, data = events.next(10)
-            last = int(data["seq"])
-        assert last == 1000
-        status = httpx.get(f"http://127.0.0.1:{port}/api/status").json()
-        assert status["web"]["sse_clients"] == 2
-    events.close()
-    stalled.close()
+        try:
+            publish_until_seen(sock, events, make_push("house", 1, time.time(), Registers(), 1))
+            for seq in range(2, 1001):
+                sock.send_multipart([reading_topic("house"), encode_readings(
+                    make_push("house", seq, time.time(), Registers(), seq))])
+                if seq % 50 == 0:
+                    time.sleep(0.01)
+            # the live client may lose some on the way (its queue holds 64), never the newest
+            last = 0
+            deadline = time.monotonic() + 20
+            while last < 1000 and time.monotonic() < deadline:
+                _, data = events.next(10)
+                last = int(data["seq"])
+            assert last == 1000
+            status = httpx.get(f"http://127.0.0.1:{port}/api/status").json()
+            assert status["web"]["sse_clients"] == 2
+        finally:
+            events.close()
 
 
 # --- review fixes: streams end with their session, never leak a slot, the SUB task restarts -----------------
