@@ -150,12 +150,12 @@ def config_from_dict(
 def _meters(top: Section) -> tuple[MeterConfig, ...]:
     raw = top.raw("meters")
     hint = 'add a [[meters]] table with at least name = "..." and port = "..."'
-    if raw is None:
-        raise ConfigError("meters", f"no meter configured; {hint}")
+    if raw is None or raw == []:
+        # A fresh install starts with none: the settings page adds them.
+        top.warnings.append(f"no meter configured yet; add one on the settings page or {hint}")
+        return ()
     if not isinstance(raw, list) or not all(isinstance(m, dict) for m in raw):
         raise ConfigError("meters", f"expected [[meters]] tables, got {type_name(raw)}; {hint}")
-    if not raw:
-        raise ConfigError("meters", f"no meter configured; {hint}")
     meters: list[MeterConfig] = []
     seen: dict[str, int] = {}
     for index, table in enumerate(raw):

@@ -15,6 +15,8 @@ One frame's way through, per meter (:class:`~meterpipe.decoder.session.MeterDeco
   positional tables from :mod:`~meterpipe.decoder.models` (pure data);
 * :mod:`~meterpipe.decoder.dsmr`: DSMR P1 telegrams (text: no mapper needed);
 * :mod:`~meterpipe.decoder.cli`: ``meterpipe decode``, the same session on a pasted capture;
+* :mod:`~meterpipe.decoder.probe`: the settings page's "Test this meter": the reader's framer
+  and the same session on one port's bytes, counted per stage (``web/probe_run.py`` listens);
 * :mod:`~meterpipe.decoder.service` and :mod:`~meterpipe.decoder.main`: the
   process: PULL frames, PUB readings and :mod:`~meterpipe.decoder.status`,
   answer :mod:`~meterpipe.decoder.replay` requests.

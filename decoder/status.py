@@ -42,6 +42,10 @@ class MeterStatus:
         self._changed = True
         self._started_ns: int | None = started_ns  # a meter that never sends goes stale too
 
+    def retime(self, push_interval_ns: int) -> None:
+        """The meter's push interval changed (the config was re-read): counters stay."""
+        self._push_interval_ns = push_interval_ns
+
     def frame(self, seq: int, size: int, dropped: int, now_ns: int) -> int:
         """Record a frame from the reader; returns frames lost between reader and decoder."""
         if self._started_ns is None:

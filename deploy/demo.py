@@ -38,9 +38,10 @@ from meterpipe.common.config import Config
 from meterpipe.common.endpoints import default_endpoints, demo_runtime_dir, make_private_dir
 from meterpipe.common.instances import holder_pid, record_holder, take_lock
 from meterpipe.common.process import EXIT_UNAVAILABLE, StopFlag, load_config_or_exit
-from meterpipe.deploy.programs import programs_conf, section
+from meterpipe.deploy.programs import EXTRA_NAME, programs_conf, section
 from meterpipe.deploy.supervise import (
     already_running,
+    setup_line,
     supervisor_env,
     supervisorctl,
     supervisord_command,
@@ -106,6 +107,18 @@ def simulator_programs(rundir: Path, interval: float, data_dir: Path) -> str:
     return "\n".join(parts)
 
 
+def write_extra(rundir: Path, text: str) -> Path:
+    """Write ``extra-programs.conf`` (mode 0600) atomically into ``rundir``: programs that are
+    not meterpipe's own, which deploy/supervisord.conf includes beside ``programs.conf``."""
+    path = rundir / EXTRA_NAME
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    tmp.replace(path)
+    return path
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="meterpipe demo",
@@ -146,13 +159,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = load_config_or_exit(str(config_path))
     plans = _plan(config, data_dir, args.history_days) if args.history_days > 0 else None
     held = ("history",) if plans is not None else ()
-    write_programs(rundir, programs_conf(config, extra=[simulator_programs(rundir, args.interval, data_dir)],
-                                         held=held))
+    # The simulators go beside programs.conf, which the settings page rewrites from the config alone.
+    write_extra(rundir, simulator_programs(rundir, args.interval, data_dir))
+    write_programs(rundir, programs_conf(config, held=held))
     log_path = rundir / "supervisord.log"
     print(f"meterpipe demo: 2 simulated meters, decoder, CSV and history into {data_dir}"
           + (f", MQTT to {args.mqtt}" if args.mqtt else ""), flush=True)
     if web is not None:
         print(f"  web page: http://{_url_host(config.web.host)}:{config.web.port}/", flush=True)
+        setup = setup_line(config)  # the Settings pages need the owner's password, even here
+        if setup is not None:
+            print(f"  {setup}", flush=True)
     print(f"  process log: {log_path}", flush=True)
     print(f"  watch from another terminal: meterpipe tap --config {config_path}", flush=True)
     with open(log_path, "ab") as log_file:

@@ -2,10 +2,14 @@
 
 ``meterpipe run`` (and ``meterpipe demo``) turn the config into
 ``<runtime dir>/programs.conf``, which ``deploy/supervisord.conf`` includes: one
-``[program:x]`` per row of :data:`PROGRAMS`, one ``reader-<meter>`` per
-``[[meters]]`` entry, and the ``[group:readers]`` that holds them. A publisher
-switched off in its ``[publishers.<name>]`` section is written with
-``autostart=false``, so ``meterpipe status`` still lists it.
+``[program:x]`` per row of :data:`PROGRAMS` and one top-level ``reader-<meter>``
+per ``[[meters]]`` entry. No ``[group:...]``: supervisord restarts every member of
+a group whose membership changes, and adding a meter on the settings page must
+not restart the other meters' readers (deploy/apply.py, deploy/control.py). A
+publisher switched off in its ``[publishers.<name>]`` section is written with
+``autostart=false``, so ``meterpipe status`` still lists it. Programs that are not
+meterpipe's own (the demo's simulators) go into ``extra-programs.conf`` beside it,
+so that the settings page can rewrite ``programs.conf`` from the config alone.
 
 Adding a publisher is its module, one row here and its config section.
 """
@@ -56,6 +60,9 @@ PROGRAMS: tuple[Program, ...] = (
     # A reader reconnects to its port by itself; 1000 tries outlast a meter unplugged for hours.
     Program("reader", "meterpipe.reader.main", priority=30, per_meter=True, startretries=1000),
 )
+READER = PROGRAMS[-1]
+PUBLISHERS = tuple(p.name for p in PROGRAMS if p.publisher not in (None, "web"))  # csv, mqtt, journal, history
+EXTRA_NAME = "extra-programs.conf"  # programs that are not meterpipe's own (the demo's simulators)
 
 
 def section(
@@ -96,24 +103,30 @@ def _enabled(program: Program, config: Config) -> bool:
     return bool(getattr(config.publishers, program.publisher).enabled)
 
 
-def programs_conf(config: Config, *, readers: bool = True, extra: Iterable[str] = (),
-                  held: Iterable[str] = ()) -> str:
-    """``programs.conf`` for ``config``: ``extra`` sections first (the demo's simulators),
-    then every row of :data:`PROGRAMS` (readers only with ``readers``). Programs named in
-    ``held`` do not start with supervisord (the demo starts its history after the backfill)."""
-    parts = list(extra)
+def reader_program(meter: str) -> str:
+    """The supervisord program of ``meter``'s reader."""
+    return f"{READER.name}-{meter}"
+
+
+def priority(name: str) -> int:
+    """The priority of program ``name`` (a row's name or ``reader-<meter>``): lower starts first."""
+    for program in PROGRAMS:
+        if name == program.name or (program.per_meter and name.startswith(program.name + "-")):
+            return program.priority
+    raise KeyError(name)
+
+
+def programs_conf(config: Config, *, readers: bool = True, held: Iterable[str] = ()) -> str:
+    """``programs.conf`` for ``config``: every row of :data:`PROGRAMS` (readers only with
+    ``readers``). Programs named in ``held`` do not start with supervisord (the demo starts
+    its history after the backfill)."""
+    parts = []
     hold = set(held)
-    reader_names: list[str] = []
     for program in PROGRAMS:
         if not program.per_meter:
             autostart = _enabled(program, config) and program.name not in hold
             parts.append(_section(program, program.name, _command(program), autostart=autostart))
         elif readers:
             for meter in config.meters:
-                name = f"{program.name}-{meter.name}"
-                reader_names.append(name)
-                parts.append(_section(program, name, _command(program, meter.name)))
-    if reader_names:
-        parts.append(f"[group:readers]\nprograms={','.join(reader_names)}\n")
+                parts.append(_section(program, reader_program(meter.name), _command(program, meter.name)))
     return "\n".join(parts)
-

@@ -72,10 +72,46 @@ def already_running(pid: int, rundir: Path) -> str:
             "use 'meterpipe status' or 'meterpipe stop'")
 
 
+def first_start(path: str | None, listen: str) -> None:
+    """No config file yet (a fresh install): write the starter, whose meters the settings page adds."""
+    from meterpipe.common.config import CONFIG_ENV, DEFAULT_PATH
+    from meterpipe.common.config_file import write_starter
+
+    target = Path(path or os.environ.get(CONFIG_ENV) or DEFAULT_PATH).expanduser()
+    if target.exists():
+        return
+    # Under systemd (StateDirectory=meterpipe) the data goes to /var/lib/meterpipe, not beside the config.
+    data = os.environ.get("STATE_DIRECTORY", "").split(":")[0] or "data"
+    try:
+        write_starter(target, listen, data)
+    except OSError as exc:
+        print(f"cannot write a starter config at {target}: {exc.strerror}", file=sys.stderr)
+        return
+    print(f"meterpipe: no config yet: wrote a starter config at {target.absolute()} (no meter yet); "
+          f"add meters on http://{listen}/settings", flush=True)
+
+
+def setup_line(config: Config) -> str | None:
+    """While the web page has no password: a fresh one-time setup code, announced in the log."""
+    if not config.web.enabled:
+        return None
+    from meterpipe.web.setup_code import announce
+
+    host = f"[{config.web.host}]" if ":" in config.web.host else config.web.host
+    try:
+        return announce(config.web.password_file, f"http://{host}:{config.web.port}/")
+    except OSError as exc:
+        return f"web page: cannot write the setup code beside {config.web.password_file}: {exc.strerror}"
+
+
 def run_main(argv: Sequence[str] | None = None) -> int:
-    parser = base_parser("meterpipe run", "Run every meterpipe process under supervisord, in the foreground.",
-                         verbose=False)
+    parser = base_parser("meterpipe run", "Run every meterpipe process under supervisord, in the foreground. "
+                         "Without a config file, writes a starter one first (no meter: add them on the "
+                         "web page's settings).", verbose=False)
+    parser.add_argument("--web", metavar="HOST:PORT", default="127.0.0.1:8080",
+                        help="the web page's address in a starter config (default: %(default)s)")
     args = parser.parse_args(argv)
+    first_start(args.config, args.web)
     config = load_config_or_exit(args.config)
     rundir = runtime_dir()
     lock = take_lock(rundir)
@@ -85,6 +121,9 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     record_holder(lock, os.getpid())  # exec keeps the pid: it is supervisord's
     keep_across_exec(lock)
     write_programs(rundir, programs_conf(config))
+    line = setup_line(config)
+    if line is not None:
+        print(line, flush=True)
     env = supervisor_env(config, rundir)
     command = supervisord_command()
     sys.stdout.flush()

@@ -178,7 +178,7 @@ def write_config(rundir: Path, meters: Iterable[MeterEntry], *, csv_dir: Path | 
 
 
 def started_programs(programs: str) -> list[str]:
-    """Names supervisorctl gives the programs a ``programs.conf`` starts (``readers:reader-m1``)."""
+    """Names supervisorctl gives the programs a ``programs.conf`` starts (``reader-m1``)."""
     names: list[str] = []
     groups: dict[str, str] = {}
     for block in re.split(r"^(?=\[)", programs, flags=re.M):
@@ -217,7 +217,7 @@ class Supervisor:
         return subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=30).stdout
 
     def pid(self, program: str, timeout: float = 20) -> int:
-        """The pid of a running program (``"decoder"``, ``"readers:reader-house"``)."""
+        """The pid of a running program (``"decoder"``, ``"reader-house"``)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             out = self.ctl("pid", program).strip()

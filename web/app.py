@@ -19,7 +19,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from meterpipe.web import api, guard, pages
+from meterpipe.common.errors import ConfigError
+from meterpipe.web import api, config_api, guard, owner, pages, settings
 from meterpipe.web.params import ParamError
 from meterpipe.web.site import Site
 
@@ -60,6 +61,14 @@ async def param_error(request: Request, exc: Exception) -> Response:
     return await pages.render(request, "error.html", exc.status, page="", error=exc)
 
 
+async def config_error(request: Request, exc: Exception) -> Response:
+    """A settings request about something that is not there (a removed meter, a typo'd section)."""
+    assert isinstance(exc, ConfigError)
+    if guard.is_api(request.url.path):
+        return config_api.config_error(exc)
+    return await pages.render(request, "error.html", 404, page="", error=exc)
+
+
 def routes() -> list[Route | Mount]:
     return [
         Route("/", pages.now_page),
@@ -70,6 +79,15 @@ def routes() -> list[Route | Mount]:
         Route("/export", pages.export_page),
         Route("/status", pages.status_page),
         Route("/login", pages.login_page, methods=["GET", "POST"]),
+        Route("/setup", owner.setup_page, methods=["GET", "POST"]),
+        Route("/settings", settings.settings_page),
+        Route("/settings/meters", settings.meter_post, methods=["POST"]),
+        Route("/settings/meters/new", settings.meter_page),
+        Route("/settings/meters/{name}", settings.meter_page),
+        Route("/settings/meters/{name}/delete", settings.meter_delete, methods=["POST"]),
+        Route("/settings/{section}", settings.section_page, methods=["GET", "POST"]),
+        Route("/api/config", config_api.api_config, methods=["GET", "PUT", "PATCH"]),
+        Route("/api/csrf", owner.api_csrf),
         Route("/logout", guard.logout, methods=["POST"]),
         Route("/api/login", guard.api_login, methods=["POST"]),
         Route("/api/meters", api.api_meters),
@@ -100,6 +118,6 @@ def build_app(site: Site, *, start_live: bool = True) -> Starlette:
 
     middleware = [Middleware(SecurityHeaders), Middleware(guard.AccessGuard, site=site, render=pages.refuse)]
     app = Starlette(routes=routes(), lifespan=lifespan, middleware=middleware,
-                    exception_handlers={ParamError: param_error})
+                    exception_handlers={ParamError: param_error, ConfigError: config_error})
     app.state.site = site
     return app

@@ -43,6 +43,25 @@ MAX_SESSIONS = 64
 LOCAL_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
 
 
+# Passwords other tools ship as defaults, or that name this tool: never accepted.
+KNOWN_PASSWORDS = frozenset({"smartmeter", "meterpipe", "password", "admin", "administrator", "12345678",
+                             "123456789", "changeme", "raspberry", "qwertyui", "passw0rd"})
+
+
+def password_problem(password: str) -> str | None:
+    """Why ``password`` cannot be the web page's password, or None."""
+    if len(password) < MIN_PASSWORD:
+        return f"the password must have at least {MIN_PASSWORD} characters"
+    if password.strip().lower() in KNOWN_PASSWORDS or password.strip().lower().startswith("meterpipe"):
+        return "that password is a well-known default; choose another"
+    return None
+
+
+def csrf_token(secret: bytes, session: str) -> str:
+    """The CSRF token of a session: an HMAC of its token, so it is checked without storing it."""
+    return hmac.new(secret, b"csrf:" + session.encode(), hashlib.sha256).hexdigest()[:32]
+
+
 def hash_password(password: str, *, n: int = SCRYPT_N, r: int = SCRYPT_R, p: int = SCRYPT_P) -> str:
     salt = secrets.token_bytes(SALT_BYTES)
     digest = hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, dklen=HASH_BYTES, maxmem=64 * 2**20)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from meterpipe.common.process import EXIT_CONFIG, EXIT_OK, base_parser, load_config_or_exit
-from meterpipe.web.auth import MIN_PASSWORD, hash_password
+from meterpipe.web.auth import hash_password, password_problem
 
 EXIT_USAGE = 1
 
@@ -48,8 +48,9 @@ def read_password() -> str | None:
             return None
     else:
         first = sys.stdin.readline().rstrip("\r\n")
-    if len(first) < MIN_PASSWORD:
-        print(f"the password must have at least {MIN_PASSWORD} characters; nothing changed", file=sys.stderr)
+    problem = password_problem(first)
+    if problem is not None:
+        print(f"{problem}; nothing changed", file=sys.stderr)
         return None
     return first
 

@@ -11,8 +11,9 @@ redirect to the sign-in form (303), the API and ``/events`` with 403/401 JSON.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from http.cookies import SimpleCookie
 from typing import TypeGuard
 from urllib.parse import quote
@@ -21,12 +22,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from meterpipe.web.auth import SESSION_COOKIE, check_password, host_allowed, origin_allowed
+from meterpipe.web.auth import SESSION_COOKIE, check_password, csrf_token, host_allowed, origin_allowed
 from meterpipe.web.site import Site, site_of
 
 log = logging.getLogger(__name__)
 
-OPEN_PATHS = ("/login", "/api/login", "/logout", "/favicon.ico")
+OPEN_PATHS = ("/login", "/api/login", "/logout", "/setup", "/favicon.ico")
+# The owner's pages: a signed-in session always, even on loopback (other local users,
+# and any local program, must not change the config).
+OWNER_PREFIXES = ("/settings", "/api/config", "/api/csrf")
 OPEN_PREFIXES = ("/static/",)
 MAX_PASSWORD_BYTES = 1024
 
@@ -86,6 +90,9 @@ class AccessGuard:
             await response(scope, receive, send)
             return
         path: str = scope["path"]
+        if path.startswith(OWNER_PREFIXES):
+            await self._owner_only(scope, receive, send, path)
+            return
         if site.web.loopback_only or path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
             await self.app(scope, receive, send)
             return
@@ -106,6 +113,58 @@ class AccessGuard:
         else:
             response = await self.render(request, "need_password.html", 403)
         await response(scope, receive, send)
+
+
+    async def _owner_only(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        site = self.site
+        if signed_in(site, scope):
+            await self.app(scope, receive, send)
+            return
+        has_password = site.passwords.exists()
+        response: Response
+        if path.startswith("/api/"):
+            if has_password:
+                response = JSONResponse({"error": "sign in first: POST /api/login"}, status_code=401)
+            else:
+                response = JSONResponse({"error": "no password set: open /setup with the setup code from "
+                                         "meterpipe's log, or run '" + site.set_password_command() + "'"},
+                                        status_code=403)
+        else:
+            target = quote(path, safe="")
+            response = RedirectResponse(("/login?next=" if has_password else "/setup?next=") + target,
+                                        status_code=303)
+        await response(scope, receive, send)
+
+
+# --- CSRF ----------------------------------------------------------------------------
+# Every state-changing request of a signed-in owner carries the session's CSRF token:
+# forms in a hidden ``csrf`` field, scripts in the ``X-CSRF-Token`` header (from
+# ``GET /api/csrf``). It is an HMAC of the session token with a secret of this process
+# (:func:`meterpipe.web.auth.csrf_token`), compared in constant time.
+
+CSRF_FIELD = "csrf"
+CSRF_HEADER = "x-csrf-token"
+
+
+def csrf_for(request: Request) -> str:
+    """The token the signed-in owner's forms carry ("" without a session)."""
+    token = session_token(request.scope)
+    return csrf_token(site_of(request).csrf_secret, token) if token else ""
+
+
+def csrf_ok(request: Request, form: Mapping[str, object] | None = None) -> bool:
+    expected = csrf_for(request)
+    given = request.headers.get(CSRF_HEADER)
+    if given is None and form is not None:
+        value = form.get(CSRF_FIELD)
+        given = value if isinstance(value, str) else None
+    return bool(expected) and given is not None and hmac.compare_digest(expected.encode(), given.encode())
+
+
+def csrf_refused() -> Response:
+    return JSONResponse({"error": "missing or wrong CSRF token: reload the page (scripts: send the "
+                         "X-CSRF-Token header from GET /api/csrf)"}, status_code=403)
+
 
 
 # --- sign-in ------------------------------------------------------------------------
@@ -178,6 +237,8 @@ def safe_next(target: str | None) -> str:
 
 async def logout(request: Request) -> Response:
     site = site_of(request)
+    if signed_in(site, request.scope) and not csrf_ok(request, dict(await request.form())):
+        return csrf_refused()
     site.sessions.drop(session_token(request.scope))
     response = RedirectResponse("/login" if not site.web.loopback_only else "/", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict",

@@ -69,6 +69,7 @@ def make_site(config: Config, endpoint: str | None = None) -> Site:
         store=HistoryStore(config.publishers.history.path, web.zone),
         passwords=PasswordFile(web.password_file),
         config_path=str(config.source) if config.source is not None else "FILE",
+        config=config,
     )
 
 
@@ -106,6 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_UNAVAILABLE if exc.code else 0
     if not server.started:
         return EXIT_UNAVAILABLE
+    if site.exit_after_response:  # the settings page changed the web section: supervisord restarts us
+        from meterpipe.web.settings_apply import EXIT_RESTART
+
+        return EXIT_RESTART
     return 0
 
 

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 TEMPLATES = Path(__file__).with_name("templates")
 NAV = (("now", "/", "Now"), ("live", "/live", "Live"), ("history", "/history", "History"),
        ("peaks", "/peaks", "Peaks"), ("costs", "/costs", "Costs"), ("export", "/export", "Export"),
-       ("status", "/status", "Status"))
+       ("status", "/status", "Status"), ("settings", "/settings", "Settings"))
 
 _templates: Jinja2Templates | None = None
 
@@ -61,7 +61,8 @@ async def render(request: Request, name: str, status: int = 200, **context: Any)
     site = site_of(request)
     base = {"nav": NAV, "web": site.web, "loopback": site.web.loopback_only,
             "signed_in": guard.signed_in(site, request.scope), "command": site.set_password_command(),
-            "has_password": site.passwords.exists(), "zone": site.web.timezone}
+            "has_password": site.passwords.exists(), "zone": site.web.timezone,
+            "csrf": guard.csrf_for(request)}
     base.update(context)
     return templates().TemplateResponse(request, name, base, status_code=status)
 

@@ -1,19 +1,21 @@
 """What every request handler shares: config, live hub, history store, access state.
 
-One :class:`Site` per app, at ``request.app.state.site``. It holds no secret beyond
-the session store (the meter keys of the config are never read here: only names,
-the web section and the history path).
+One :class:`Site` per app, at ``request.app.state.site``. Besides the session store
+it holds the loaded config for the settings page (whose secrets are shown as
+fingerprints only, by :mod:`meterpipe.common.config_edit`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 from starlette.requests import Request
 
+from meterpipe.common.config import Config
 from meterpipe.common.web_config import WebConfig
 from meterpipe.web.auth import LoginLimiter, PasswordFile, Sessions
 from meterpipe.web.live import LiveHub
@@ -35,6 +37,11 @@ class Site:
     processes: ProcessStates = field(default_factory=ProcessStates)
     config_path: str = "FILE"  # shown in "meterpipe web set-password --config FILE"
     checks: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_CHECKS), repr=False)
+    config: Config | None = field(default=None, repr=False)  # the settings page's view of the file
+    csrf_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+    editing: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)  # one save or probe at a time
+    notices: dict[str, list[str]] = field(default_factory=dict, repr=False)  # session -> lines after a save
+    exit_after_response: bool = False  # the web settings changed: restart once this answer is out
 
     @property
     def zone(self) -> ZoneInfo:

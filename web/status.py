@@ -27,7 +27,7 @@ class Process:
 
 
 def parse_supervisorctl(text: str) -> list[Process]:
-    """Lines of ``supervisorctl status``: ``readers:reader-house  RUNNING  pid 12, uptime 0:01:02``."""
+    """Lines of ``supervisorctl status``: ``reader-house  RUNNING  pid 12, uptime 0:01:02``."""
     found = []
     for line in text.splitlines():
         parts = line.split(None, 2)
@@ -43,6 +43,10 @@ class ProcessStates:
         self._at = 0.0
         self._value: tuple[list[Process], str | None] = ([], None)
         self._lock = asyncio.Lock()
+
+    def forget(self) -> None:
+        """The processes changed (settings applied): ask again on the next look."""
+        self._at = 0.0
 
     async def get(self) -> tuple[list[Process], str | None]:
         """(processes, why there are none) -- the reason is None when supervisord answered."""

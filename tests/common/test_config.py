@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -328,9 +329,15 @@ def test_bad_key_files(tmp_path: Path, content: bytes, text: str) -> None:
     assert_no_secret(str(err), KEY[:20])
 
 
+@pytest.mark.parametrize("content", ["", "meters = []\n"], ids=["absent", "empty"])
+def test_no_meter_yet_is_a_warning(content: str) -> None:
+    """A fresh install starts with no meter; the settings page adds them."""
+    config = config_from_dict(tomllib.loads(content))
+    assert config.meters == ()
+    assert any("no meter configured yet" in w for w in config.warnings)
+
+
 TOP_ERRORS = [
-    ("", "meters", "no meter configured"),
-    ("meters = []\n", "meters", "no meter configured"),
     ('meters = "house"\n', "meters", "[[meters]]"),
     ('[[meters]]\nport = "/dev/x"\n', "meters[0].name", "missing"),
     ('[[meters]]\nname = "bad name!"\nport = "/dev/x"\n', "meters[0].name", "invalid meter name"),

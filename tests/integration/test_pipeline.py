@@ -102,14 +102,14 @@ def test_reader_reconnects_when_its_pty_vanishes_and_returns(rundir: Path) -> No
     try:
         start_simulator(meter, rundir, INTERVAL)
         collector.wait_for(lambda: len(collector.of("house")) >= 3, 40, "first pushes")
-        reader_pid = supervisor.pid("readers:reader-house")
+        reader_pid = supervisor.pid("reader-house")
         stop_process(meter.proc)  # the pty and its link vanish
         assert not meter.link(rundir).exists()
         time.sleep(3)
         count = len(collector.of("house"))
         start_simulator(meter, rundir, INTERVAL)  # a new pty behind the same path
         collector.wait_for(lambda: len(collector.of("house")) >= count + 3, 60, "pushes after the port came back")
-        assert supervisor.pid("readers:reader-house") == reader_pid, "the reader was restarted instead of reconnecting"
+        assert supervisor.pid("reader-house") == reader_pid, "the reader was restarted instead of reconnecting"
     finally:
         stop_process(meter.proc)
         supervisor.stop()
@@ -135,7 +135,7 @@ def test_meterpipe_run_status_and_stop(rundir: Path) -> None:
             time.sleep(0.5)
             status = subprocess.run([*cli, "status"], env=env, capture_output=True, text=True)
         assert status.returncode == 0, status.stdout + (rundir / "run.log").read_text()
-        assert "decoder" in status.stdout and "readers:reader-house" in status.stdout
+        assert "decoder" in status.stdout and "reader-house" in status.stdout
         stop = subprocess.run([*cli, "stop"], env=env, capture_output=True, text=True)
         assert stop.returncode == 0
         assert run.wait(timeout=30) == 0

@@ -142,7 +142,7 @@ def kill_readers(p: Pipeline) -> Injected:
     out = Injected(split_allowance=1, reason="written after the reader's SIGKILL and before its successor "
                                              "opened the pty (flushed on open)")
     for m in p.meters:
-        program = f"readers:reader-{m.name}"
+        program = f"reader-{m.name}"
         old = sup.pid(program)
         t_kill = kill(old)
         new = wait_new_pid(sup, program, old)
@@ -195,14 +195,14 @@ def restart_broker(p: Pipeline) -> Injected:
 def vanish_pty(p: Pipeline) -> Injected:
     assert p.supervisor is not None
     meter = p.meters[1]  # unencrypted: a restarted meter would repeat its invocation counters
-    reader = p.supervisor.pid(f"readers:reader-{meter.name}")
+    reader = p.supervisor.pid(f"reader-{meter.name}")
     stop_process(meter.proc)
     assert not meter.link(p.rundir).exists()
     time.sleep(3)
     t_back = time.monotonic()
     start_simulator(meter, p.rundir, 0.5, seed=p.seeds[meter.name] + 100)
     t_open = wait_open(lambda: reader, lambda: _pty(p, meter.name))
-    assert p.supervisor.pid(f"readers:reader-{meter.name}") == reader, "the reader was restarted"
+    assert p.supervisor.pid(f"reader-{meter.name}") == reader, "the reader was restarted"
     return Injected({meter.name: [(t_back, t_open)]}, 0,
                     "written by the new simulator before the reader reopened the pty (flushed on open)",
                     [f"{meter.name}: pty gone 3 s; reader reopened it {t_open - t_back:.2f} s after it came back"])

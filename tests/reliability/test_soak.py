@@ -103,7 +103,7 @@ def _fds(pid: int) -> int:
 
 
 def _kind(program: str) -> str:
-    return "reader" if program.startswith("readers:") else program
+    return "reader" if program.startswith("reader-") else program
 
 
 def test_fifty_meters_for_ten_minutes_keep_memory_and_descriptors_flat(rundir: Path) -> None:

@@ -200,7 +200,10 @@ def test_a_stream_ends_with_its_session(pub, history: History, monkeypatch: pyte
         events, cookie = signed_in_events(base, "a good long password")
         publish_until_seen(sock, events, make_push("house", 1, time.time(), Registers(), 1234))
         if how == "sign-out":
-            r = httpx.post(base + "/logout", headers={"Cookie": f"meterpipe_session={cookie}"})
+            session = {"Cookie": f"meterpipe_session={cookie}"}
+            assert httpx.post(base + "/logout", headers=session).status_code == 403  # no CSRF token
+            csrf = httpx.get(base + "/api/csrf", headers=session).json()["csrf"]
+            r = httpx.post(base + "/logout", headers=session, data={"csrf": csrf})
             assert r.status_code in (200, 303)
         else:
             monkeypatch.setattr(sys, "stdin", io.StringIO("another good password\n"))
