@@ -94,6 +94,7 @@ class Config:
 PARITIES: Mapping[str, str] = {"n": "N", "none": "N", "e": "E", "even": "E", "o": "O", "odd": "O"}
 LINKS: Mapping[str, LinkLayer] = {k.value: k for k in (LinkLayer.HDLC, LinkLayer.MBUS, LinkLayer.DSMR, LinkLayer.AUTO)}
 MODELS = ("e450", "e570", "e360", "am550", "omnipower", "kamstrup", "aidon", "kaifa", "sagemcom")
+PORT_SCHEMES = ("socket", "rfc2217")  # besides device paths: network serial bridges
 CURVE_SETTINGS = ("curve_server_secret", "curve_authorized_dir", "curve_server_public", "curve_client_secret")
 _METER: Mapping[str, Any] = {f.name: f.default for f in fields(MeterConfig)}
 
@@ -187,6 +188,11 @@ def _meter_name(table: Mapping[str, Any], index: int) -> str:
 def _meter(s: Section, name: str) -> MeterConfig:
     s.raw("name")
     port = s.required_text("port", 'set port = "/dev/ttyUSB0" (or socket://host:port, a pty path ...)')
+    scheme, sep, _ = port.partition("://")
+    if sep and scheme.lower() not in PORT_SCHEMES:
+        # pyserial also opens spy://, loop://, hwgrep:// ...: spy:// writes a log to any file it is given
+        raise ConfigError(s.f("port"), f"{scheme}:// is not a meter port; use a device path (/dev/ttyUSB0), "
+                          "socket://host:port or rfc2217://host:port")
     baudrate = s.integer("baudrate", _METER['baudrate'], low=1, unit=" baud")
     parity = s.choice("parity", _METER['parity'], PARITIES, "parity")
     bytesize = s.integer("bytesize", _METER['bytesize'], low=5, high=8)

@@ -17,7 +17,7 @@ Pure logic on parsed tables; :mod:`~meterpipe.common.config_file` reads and writ
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +47,7 @@ class Edit:
     check: dict[str, Any] = field(repr=False)  # what to validate: new secrets inline, never written
     secrets: tuple[SecretWrite, ...] = ()
     changed: tuple[str, ...] = ()  # "meters.garage.port", "publishers.mqtt.password (new value)"
+    retired: tuple[str, ...] = field(default=(), repr=False)  # inline secrets replaced or cleared: kept out of .bak
 
 
 def _table(data: Mapping[str, Any], path: str) -> Mapping[str, Any] | None:
@@ -82,58 +83,100 @@ def public_view(data: Mapping[str, Any], config: Config) -> dict[str, Any]:
             table[name] = state
     mqtt = _table(view, "publishers.mqtt")
     if isinstance(mqtt, dict):
-        state = _secret_state(mqtt, "password", config.publishers.mqtt.password)
+        # no fingerprint of a password: 32 bits of its hash would let a guess be checked offline
+        state = _secret_state(mqtt, "password", None)
         for suffix in SECRET_SUFFIXES:
             mqtt.pop("password" + suffix, None)
         mqtt["password"] = state
     return view
 
 
-def _apply_secret(old: Mapping[str, Any], new: dict[str, Any], check: dict[str, Any], name: str, kind: str,
-                  path: str, file_name: str, out: list[SecretWrite], changed: list[str]) -> None:
-    """Settle one secret in ``new`` (and ``check``) from what was asked for."""
-    asked = new.pop(name, _KEEP) if name in new else _KEEP
-    check.pop(name, None)
-    kept = {name + s: old[name + s] for s in SECRET_SUFFIXES if name + s in old}
-    if isinstance(asked, Mapping) or asked is _KEEP:  # the state object of the view: unchanged
-        new.update(kept)
-        check.update(kept)
-        return
-    if asked is None or asked == "":
-        if kept:
-            changed.append(f"{path}.{name} (cleared)")
-        return
-    if not isinstance(asked, str):
-        raise ConfigError(f"{path}.{name}", "expected the new value as text, null to clear it, or the "
-                          "object GET /api/config gave to keep it")
-    if kind == "key":
-        data = parse_key(asked, f"{path}.{name}", f"the {name.replace('_', ' ')}").hex().encode() + b"\n"
-        inline = data.decode().strip()
-    else:
-        if not asked.strip():
-            raise ConfigError(f"{path}.{name}", "is empty")
-        data = asked.encode() + b"\n"
-        inline = asked
-    relative = f"{KEYS_DIR}/{file_name}"
-    new[name + "_file"] = relative
-    check[name] = inline
-    out.append(SecretWrite(relative, data))
-    changed.append(f"{path}.{name} (new value, in {relative})")
+class _Secrets:
+    """Settles the secrets of one edit: which stay, which are new (to fresh key files), which go."""
+
+    def __init__(self, current: Mapping[str, Any], exists: Callable[[str], bool]) -> None:
+        self.writes: list[SecretWrite] = []
+        self.changed: list[str] = []
+        self.retired: list[str] = []  # inline values the edit replaces or clears
+        self._exists = exists
+        self._taken = _referenced(current)
+
+    def settle(self, old: Mapping[str, Any], new: dict[str, Any], check: dict[str, Any], name: str, kind: str,
+               path: str, file_name: str) -> None:
+        """Settle secret ``name`` of one table in ``new`` (and ``check``) from what was asked for."""
+        for suffix in ("_file", "_env"):  # a source is set by hand in the file, never over the page
+            if name + suffix in new and new.pop(name + suffix) != old.get(name + suffix):
+                raise ConfigError(f"{path}.{name}{suffix}", f"cannot be set here: give the {name.replace('_', ' ')} "
+                                  "itself (it goes to a key file), or edit the file by hand")
+            check.pop(name + suffix, None)
+        asked = new.pop(name) if name in new else _KEEP
+        check.pop(name, None)
+        kept = {name + s: old[name + s] for s in SECRET_SUFFIXES if name + s in old}
+        if isinstance(asked, Mapping) or asked is _KEEP:  # the state object of the view: unchanged
+            new.update(kept)
+            check.update(kept)
+            return
+        if isinstance(old.get(name), str):
+            self.retired.append(old[name])
+        if asked is None or asked == "":
+            if kept:
+                self.changed.append(f"{path}.{name} (cleared)")
+            return
+        if not isinstance(asked, str):
+            raise ConfigError(f"{path}.{name}", "expected the new value as text, null to clear it, or the "
+                              "object GET /api/config gave to keep it")
+        if kind == "key":
+            data = parse_key(asked, f"{path}.{name}", f"the {name.replace('_', ' ')}").hex().encode() + b"\n"
+            inline = data.decode().strip()
+        else:
+            if not asked.strip():
+                raise ConfigError(f"{path}.{name}", "is empty")
+            data = asked.encode() + b"\n"
+            inline = asked
+        relative = self._fresh(file_name)
+        new[name + "_file"] = relative
+        check[name] = inline
+        self.writes.append(SecretWrite(relative, data))
+        self.changed.append(f"{path}.{name} (new value, in {relative})")
+
+    def _fresh(self, file_name: str) -> str:
+        """A key file name no table refers to and no file has: a new value never overwrites a file
+        the running (or the previous) config reads, so a failed save cannot leave it changed."""
+        stem, dot, ext = file_name.rpartition(".")
+        number = 1
+        while True:
+            relative = f"{KEYS_DIR}/{file_name}" if number == 1 else f"{KEYS_DIR}/{stem}-{number}{dot}{ext}"
+            if relative not in self._taken and not self._exists(relative):
+                self._taken.add(relative)
+                return relative
+            number += 1
+
+
+def _referenced(tables: Mapping[str, Any]) -> set[str]:
+    """Every ``*_file`` value of the secrets in ``tables``."""
+    found: set[str] = set()
+    meters = [t for t in tables.get("meters") or [] if isinstance(t, Mapping)]
+    mqtt = _table(tables, "publishers.mqtt")
+    for table, names in [*((t, ("key", "auth_key")) for t in meters), (mqtt or {}, ("password",))]:
+        found.update(str(table[n + "_file"]) for n in names if isinstance(table.get(n + "_file"), str))
+    return found
 
 
 _KEEP: Any = object()
+BROKER = ("host", "port", "tls")
 
 
-def plan_edit(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> Edit:
+def plan_edit(current: Mapping[str, Any], wanted: Mapping[str, Any],
+              exists: Callable[[str], bool] = lambda relative: False) -> Edit:
     """From the file's tables and a wanted view, the new tables, what to validate and the key files.
 
     ``wanted`` meters are matched to the file's by ``name``; a wanted meter may carry
-    ``"was": "<old name>"`` when it is renamed."""
+    ``"was": "<old name>"`` when it is renamed. ``exists`` tells whether a file beside the
+    config exists (new key files get names that are free)."""
     if not isinstance(wanted, Mapping):
         raise ConfigError("config", "expected a JSON object with the config's tables")
     tables = copy.deepcopy(dict(wanted))
-    secrets: list[SecretWrite] = []
-    changed: list[str] = []
+    secrets = _Secrets(current, exists)
     old_meters = {str(t.get("name")): t for t in current.get("meters") or [] if isinstance(t, Mapping)}
     meters = tables.get("meters")
     check = copy.deepcopy(tables)
@@ -148,17 +191,20 @@ def plan_edit(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> Edit:
             old = old_meters.get(str(was) if was is not None else name, {})
             for secret in ("key", "auth_key"):
                 suffix = ".key" if secret == "key" else ".auth"
-                _apply_secret(old, table, check_meters[index], secret, "key", f"meters.{name}",
-                              f"{name}{suffix}", secrets, changed)
+                secrets.settle(old, table, check_meters[index], secret, "key", f"meters.{name}", f"{name}{suffix}")
     mqtt = _table(tables, "publishers.mqtt")
     if isinstance(mqtt, dict):
         check_mqtt = _table(check, "publishers.mqtt")
         assert isinstance(check_mqtt, dict)
         old_mqtt = _table(current, "publishers.mqtt") or {}
-        _apply_secret(old_mqtt, mqtt, check_mqtt, "password", "password", "publishers.mqtt", "mqtt.password",
-                      secrets, changed)
-    changed.extend(_changes(current, tables))
-    return Edit(tables=tables, check=check, secrets=tuple(secrets), changed=tuple(dict.fromkeys(changed)))
+        keeps = isinstance(mqtt.get("password"), Mapping) or "password" not in mqtt
+        if keeps and any(k.startswith("password") for k in old_mqtt) and any(old_mqtt.get(k) != mqtt.get(k) for k in BROKER):
+            raise ConfigError("publishers.mqtt.password", "the broker changed: enter its password again (a stored "
+                              "password is never sent to another broker)")
+        secrets.settle(old_mqtt, mqtt, check_mqtt, "password", "password", "publishers.mqtt", "mqtt.password")
+    changed = secrets.changed + _changes(current, tables)
+    return Edit(tables=tables, check=check, secrets=tuple(secrets.writes), changed=tuple(dict.fromkeys(changed)),
+                retired=tuple(secrets.retired))
 
 
 def _changes(old: Mapping[str, Any], new: Mapping[str, Any], path: str = "") -> list[str]:
@@ -177,8 +223,8 @@ def _changes(old: Mapping[str, Any], new: Mapping[str, Any], path: str = "") -> 
             for n in news:
                 if n in olds:
                     found += _changes(olds[n], news[n], f"meters.{n}")
-        elif isinstance(a, Mapping) and isinstance(b, Mapping):
-            found += _changes(a, b, here)
+        elif isinstance(a, Mapping | None) and isinstance(b, Mapping | None):
+            found += _changes(a or {}, b or {}, here)  # a new or a removed table: its settings
         elif _is_secret_setting(path, str(key)):
             continue  # reported by _apply_secret, by name only
         else:

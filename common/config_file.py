@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import os
 import stat
-import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from meterpipe.common.config import Config, config_from_dict, load_config
 from meterpipe.common.config_edit import KEYS_DIR, Edit, merge_into, plan_edit
 from meterpipe.common.errors import ConfigError
+from meterpipe.common.files import write_atomic
 
 STARTER = """\
 # meterpipe's config. The settings page (http://{listen}/settings) edits this file
@@ -78,51 +79,87 @@ def plain(doc: Any) -> dict[str, Any]:
     return value
 
 
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """A file the form brought (the MQTT broker's CA): written beside the config under a fresh
+    name, which the setting ``table.name`` then points to."""
+
+    table: str  # "publishers.mqtt"
+    name: str  # "ca_file"
+    relative: str  # wanted name: "tls/mqtt-ca.pem" (a free variant is taken when it exists)
+    data: bytes = field(repr=False)
 
 
-def save(path: Path, wanted: Mapping[str, Any], *, environ: Mapping[str, str] | None = None) -> tuple[Config, Edit]:
+def _fresh(base: Path, relative: str) -> str:
+    stem, dot, ext = relative.rpartition(".")
+    number = 1
+    while (base / relative).exists():
+        number += 1
+        relative = f"{stem}-{number}{dot}{ext}"
+    return relative
+
+
+def _set(tables: dict[str, Any], dotted: str, name: str, value: str) -> None:
+    node = tables
+    for part in dotted.split("."):
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    node[name] = value
+
+
+def save(path: Path, wanted: Mapping[str, Any], *, environ: Mapping[str, str] | None = None,
+         uploads: Sequence[Upload] = (), check: Callable[[Config], None] | None = None) -> tuple[Config, Edit]:
     """Validate ``wanted`` (the shape of :func:`~meterpipe.common.config_edit.public_view`) and
-    write it; returns the config read back from the file and the edit made."""
+    write it; returns the config read back from the file and the edit made. ``check`` may refuse
+    a valid config (ConfigError) before anything is written. Nothing on disk changes when it
+    raises: new secrets and uploads get file names no config refers to."""
+    try:
+        return _save(path, wanted, environ=os.environ if environ is None else environ, uploads=uploads,
+                     check=check)
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot write beside the config file: {exc.strerror or exc}; the "
+                          "meterpipe user needs write access to its folder") from exc
+
+
+def _save(path: Path, wanted: Mapping[str, Any], *, environ: Mapping[str, str], uploads: Sequence[Upload],
+          check: Callable[[Config], None] | None) -> tuple[Config, Edit]:
     import tomlkit
 
-    env = os.environ if environ is None else environ
+    base = path.parent
     text, doc = read_tables(path)
     old = plain(doc)
-    edit = plan_edit(old, wanted)
-    source = path.absolute()
-    config_from_dict(edit.check, source=source, environ=env)  # raises ConfigError: nothing written
+    tables = dict(wanted)
+    placed: list[Path] = []
+    try:
+        for upload in uploads:  # the loader checks that such a file exists: place it first
+            relative = _fresh(base, upload.relative)
+            (base / relative).parent.mkdir(mode=0o700, exist_ok=True)
+            write_atomic(base / relative, upload.data, 0o600)
+            placed.append(base / relative)
+            _set(tables, upload.table, upload.name, relative)
+        edit = plan_edit(old, tables, exists=lambda relative: (base / relative).exists())
+        new = config_from_dict(edit.check, source=path.absolute(), environ=environ)  # ConfigError: nothing written
+        if check is not None:
+            check(new)
+    except BaseException:
+        for placed_file in placed:
+            placed_file.unlink(missing_ok=True)
+        raise
     mode = stat.S_IMODE(path.stat().st_mode)
     if edit.secrets:
-        keys = path.parent / KEYS_DIR
-        keys.mkdir(mode=0o700, exist_ok=True)
+        (base / KEYS_DIR).mkdir(mode=0o700, exist_ok=True)
         for secret in edit.secrets:
-            _write_atomic(path.parent / secret.relative, secret.data, 0o600)
+            write_atomic(base / secret.relative, secret.data, 0o600)
     merge_into(doc, old, edit.tables)
-    backup = path.with_name(path.name + ".bak")
-    _write_atomic(backup, text.encode("utf-8"), mode)
-    _write_atomic(path, tomlkit.dumps(doc).encode("utf-8"), mode)
+    backup = text
+    for retired in edit.retired:  # a secret that left the file does not stay in its backup
+        backup = backup.replace(retired, "(removed by the settings page)")
+    write_atomic(path.with_name(path.name + ".bak"), backup.encode("utf-8"), 0o600)
+    write_atomic(path, tomlkit.dumps(doc).encode("utf-8"), mode)
     try:
-        return load_config(path, environ=env), edit
+        return load_config(path, environ=environ), edit
     except ConfigError:
-        _write_atomic(path, text.encode("utf-8"), mode)  # the merge went wrong: put the old file back
+        write_atomic(path, text.encode("utf-8"), mode)  # the merge went wrong: put the old file back
         raise

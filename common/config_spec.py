@@ -163,13 +163,13 @@ def form_value(spec: FieldSpec, text: str, path: str) -> object:
     if spec.kind == "int" or (spec.kind == "choice" and spec.name in ("bytesize", "qos")):
         try:
             return int(text)
-        except ValueError:
-            raise ConfigError(field, f"expected a whole number, got {text!r}") from None
+        except ValueError as exc:
+            raise ConfigError(field, f"expected a whole number, got {text!r}") from exc
     if spec.kind == "float" or spec.name == "stopbits":
         try:
             value = float(text)
-        except ValueError:
-            raise ConfigError(field, f"expected a number, got {text!r}") from None
+        except ValueError as exc:
+            raise ConfigError(field, f"expected a number, got {text!r}") from exc
         return int(value) if value.is_integer() else value
     return text
 

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 EXIT_OK = 0
 EXIT_CONFIG = 2  # a bad setting: restarting would not help (supervisord exitcodes=0,2)
 EXIT_UNAVAILABLE = 3  # a socket or port the process needs is taken or missing
+EXIT_RESTART = 75  # "start me again": not in supervisord's exitcodes, so it restarts the process
 POLL_MS = 500  # idle wake-ups twice a second; SIGTERM is seen within half a second
 
 

@@ -27,13 +27,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from meterpipe.common.config import Config, MeterConfig
+from meterpipe.decoder.service import DECODER_FIELDS  # what the decoder re-reads on SIGHUP
 from meterpipe.deploy.programs import PUBLISHERS, priority, reader_program
 
 DECODER = "decoder"
 WEB = "web"
 # The settings of a meter that its reader reads, and those the decoder reads.
 READER_FIELDS = ("port", "baudrate", "parity", "bytesize", "stopbits", "queue_frames", "link")
-DECODER_FIELDS = ("key", "auth_key", "model", "link", "push_interval")
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 
 from meterpipe.common.config import Config
 from meterpipe.common.endpoints import default_endpoints, demo_runtime_dir, make_private_dir
+from meterpipe.common.files import write_atomic
 from meterpipe.common.instances import holder_pid, record_holder, take_lock
 from meterpipe.common.process import EXIT_UNAVAILABLE, StopFlag, load_config_or_exit
 from meterpipe.deploy.programs import EXTRA_NAME, programs_conf, section
@@ -111,11 +112,7 @@ def write_extra(rundir: Path, text: str) -> Path:
     """Write ``extra-programs.conf`` (mode 0600) atomically into ``rundir``: programs that are
     not meterpipe's own, which deploy/supervisord.conf includes beside ``programs.conf``."""
     path = rundir / EXTRA_NAME
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    tmp.replace(path)
+    write_atomic(path, text, 0o600)
     return path
 
 
@@ -169,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  web page: http://{_url_host(config.web.host)}:{config.web.port}/", flush=True)
         setup = setup_line(config)  # the Settings pages need the owner's password, even here
         if setup is not None:
-            print(f"  {setup}", flush=True)
+            print("  settings: " + setup.removeprefix("web page: "), flush=True)
     print(f"  process log: {log_path}", flush=True)
     print(f"  watch from another terminal: meterpipe tap --config {config_path}", flush=True)
     with open(log_path, "ab") as log_file:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from meterpipe.common.config import Config
 from meterpipe.common.endpoints import demo_runtime_dir, make_private_dir, runtime_dir
+from meterpipe.common.files import write_atomic
 from meterpipe.common.instances import LOCK_NAME, holder_pid, keep_across_exec, record_holder, take_lock
 from meterpipe.common.process import EXIT_UNAVAILABLE, base_parser, load_config_or_exit
 from meterpipe.deploy.programs import programs_conf
@@ -50,10 +51,7 @@ def write_programs(rundir: Path, text: str) -> Path:
     """Write ``programs.conf`` (mode 0600) atomically into ``rundir``."""
     make_private_dir(rundir)
     path = rundir / "programs.conf"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    os.chmod(tmp, 0o600)
-    tmp.replace(path)
+    write_atomic(path, text, 0o600)
     return path
 
 

@@ -34,6 +34,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import zmq
+
 from meterpipe.common.config import load_config
 from meterpipe.deploy.programs import programs_conf
 from meterpipe.deploy.supervise import supervisor_env, supervisord_command, supervisord_conf, write_programs
@@ -102,6 +104,24 @@ def write_secret(path: Path, secret: bytes | str) -> Path:
         f.write(text)
     os.chmod(path, 0o600)
     return path
+
+
+# --- ZeroMQ ---------------------------------------------------------------------------
+
+
+def inproc_decoder_sockets(ctx: zmq.Context[zmq.Socket[bytes]], subscribe: bytes = b"") -> tuple[
+        zmq.Socket[bytes], zmq.Socket[bytes], zmq.Socket[bytes], zmq.Socket[bytes]]:
+    """(pull, pub, push, sub) for a DecoderService in the test's process: the decoder's two
+    sockets bound on inproc://frames and inproc://readings, a reader's PUSH and a publisher's SUB."""
+    pull, pub, push, sub = (ctx.socket(t) for t in (zmq.PULL, zmq.PUB, zmq.PUSH, zmq.SUB))
+    for s in (pull, pub, push, sub):
+        s.setsockopt(zmq.LINGER, 0)
+    pull.bind("inproc://frames")
+    pub.bind("inproc://readings")
+    push.connect("inproc://frames")
+    sub.connect("inproc://readings")
+    sub.setsockopt(zmq.SUBSCRIBE, subscribe)
+    return pull, pub, push, sub
 
 
 # --- meterpipe.toml ------------------------------------------------------------------

@@ -115,6 +115,11 @@ def build_app(site: Site, *, start_live: bool = True) -> Starlette:
         finally:
             await site.hub.stop()
             site.store.close()
+            if site.paused:  # ended during a meter test: its reader must not stay stopped
+                from meterpipe.web.settings import resume_reader
+
+                for name in sorted(site.paused):
+                    resume_reader(name)
 
     middleware = [Middleware(SecurityHeaders), Middleware(guard.AccessGuard, site=site, render=pages.refuse)]
     app = Starlette(routes=routes(), lifespan=lifespan, middleware=middleware,

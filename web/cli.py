@@ -8,12 +8,11 @@ a running web server picks it up at once, and sessions of an older password end.
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from meterpipe.common.files import write_atomic
 from meterpipe.common.process import EXIT_CONFIG, EXIT_OK, base_parser, load_config_or_exit
 from meterpipe.web.auth import hash_password, password_problem
 
@@ -21,20 +20,9 @@ EXIT_USAGE = 1
 
 
 def write_password_file(path: Path, line: str) -> None:
-    """Write ``line`` to ``path`` with mode 0600 via a temporary file and rename."""
+    """Write ``line`` to ``path`` with mode 0600, atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".web-password.", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(line + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, line + "\n", 0o600)
 
 
 def read_password() -> str | None:

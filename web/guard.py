@@ -166,18 +166,17 @@ def csrf_refused() -> Response:
                          "X-CSRF-Token header from GET /api/csrf)"}, status_code=403)
 
 
-
 # --- sign-in ------------------------------------------------------------------------
 
 
-def _client(request: Request) -> str:
+def client_address(request: Request) -> str:
     return request.client.host if request.client else "?"
 
 
 async def attempt(request: Request, password: object) -> tuple[int, str, str | None]:
     """(status, message, session token) for one sign-in attempt."""
     site = site_of(request)
-    client = _client(request)
+    client = client_address(request)
     stored = site.passwords.stored()
     if stored is None:
         return 403, "no password set: run '" + site.set_password_command() + "'", None

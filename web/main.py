@@ -20,7 +20,13 @@ import uvicorn
 
 from meterpipe.common.config import Config
 from meterpipe.common.logs import setup_logging
-from meterpipe.common.process import EXIT_UNAVAILABLE, base_parser, freeze_startup_heap, load_config_or_exit
+from meterpipe.common.process import (
+    EXIT_RESTART,
+    EXIT_UNAVAILABLE,
+    base_parser,
+    freeze_startup_heap,
+    load_config_or_exit,
+)
 from meterpipe.web.app import build_app
 from meterpipe.web.auth import PasswordFile
 from meterpipe.web.live import LiveHub
@@ -70,6 +76,7 @@ def make_site(config: Config, endpoint: str | None = None) -> Site:
         passwords=PasswordFile(web.password_file),
         config_path=str(config.source) if config.source is not None else "FILE",
         config=config,
+        applied=config,
     )
 
 
@@ -108,8 +115,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not server.started:
         return EXIT_UNAVAILABLE
     if site.exit_after_response:  # the settings page changed the web section: supervisord restarts us
-        from meterpipe.web.settings_apply import EXIT_RESTART
-
         return EXIT_RESTART
     return 0
 

@@ -51,15 +51,15 @@ async def _setup(request: Request, code: object, password: object, again: object
     from meterpipe.web.cli import write_password_file
 
     site = site_of(request)
-    client = request.client.host if request.client else "?"
-    slot = site.limiter.reserve(client)  # a guess at the code counts like a wrong password
-    if slot is None:
-        return 429, f"too many failed tries: try again in {int(site.limiter.retry_after(client)) + 1} s"
+    client = guard.client_address(request)
     if not isinstance(password, str) or not isinstance(again, str) or password != again:
         return 400, "the two passwords differ"
     problem = password_problem(password)
     if problem is not None:
         return 400, problem
+    slot = site.limiter.reserve(client)  # a guess at the code counts like a wrong password
+    if slot is None:
+        return 429, f"too many failed tries: try again in {int(site.limiter.retry_after(client)) + 1} s"
     if not check_and_use(site.web.password_file, code):
         log.warning("wrong or expired setup code from %s", client)
         return 401, ("wrong or expired setup code: restart meterpipe for a new one (it is in the log and in "

@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from meterpipe.common.config import config_from_dict
 from meterpipe.common.config_edit import plan_edit
-from meterpipe.common.config_file import plain, read_tables
+from meterpipe.common.config_file import Upload, plain, read_tables
 from meterpipe.common.config_spec import METER, SECTIONS, TableSpec
 from meterpipe.common.errors import ConfigError, MeterpipeError
 from meterpipe.web import guard
@@ -52,7 +52,7 @@ def serial_ports() -> list[tuple[str, str]]:
     try:
         for name in sorted(os.listdir("/dev")):
             path = f"/dev/{name}"
-            if name.startswith(RAW_PORTS) and path not in seen and not name.startswith("ttyS1"):
+            if name.startswith(RAW_PORTS) and path not in seen:
                 found.append((path, path))
     except OSError:
         pass
@@ -113,8 +113,18 @@ async def _meter_form(request: Request, table: dict[str, Any], was: str | None, 
 
 
 async def _form(request: Request) -> dict[str, Any]:
-    data = await request.form()
-    return {k: v for k, v in data.multi_items()}
+    """The posted fields: text as str, an upload as (file name, its first bytes up to the limit)."""
+    data = await request.form(max_files=1, max_fields=200)
+    try:
+        fields: dict[str, Any] = {}
+        for key, value in data.multi_items():
+            if isinstance(value, UploadFile):
+                fields[key] = (value.filename or "", await value.read(CA_MAX_BYTES + 1))
+            else:
+                fields[key] = value
+        return fields
+    finally:
+        await data.close()
 
 
 async def meter_post(request: Request) -> Response:
@@ -145,10 +155,19 @@ async def meter_post(request: Request) -> Response:
 
 
 async def _after_save(request: Request) -> Response:
+    """Back to the overview; when the web page itself restarts, a page that says where it comes back."""
     site = site_of(request)
-    response = RedirectResponse("/settings", status_code=303)
-    if site.exit_after_response:
-        response.background = BackgroundTask(restart_if_asked, site)
+    if not site.exit_after_response:
+        return RedirectResponse("/settings", status_code=303)
+    from meterpipe.web.pages import render
+
+    assert site.config is not None
+    web = site.config.web
+    host = "127.0.0.1" if web.host in ("0.0.0.0", "::") else (f"[{web.host}]" if ":" in web.host else web.host)
+    same = (web.host, web.port) == (site.web.host, site.web.port)
+    target = "/settings" if same else f"http://{host}:{web.port}/settings"
+    response = await render(request, "restarting.html", 200, page="settings", target=target, same=same)
+    response.background = BackgroundTask(restart_if_asked, site)
     return response
 
 
@@ -164,16 +183,24 @@ async def _probe(site: Site, view: dict[str, Any], table: dict[str, Any], was: s
         entry["was"] = was
     edit = plan_edit(plain(doc), {"meters": [entry]})
     meter = config_from_dict({"meters": edit.check["meters"]}, source=path.absolute()).meters[0]
+    assert site.config is not None
+    for other in site.config.meters:
+        if other.name != was and other.port == meter.port:
+            raise ConfigError(f"meters.{meter.name}.port", f"is the port of meter {other.name}, whose reader "
+                              f"reads it now; test it from that meter's settings")
     if site.editing.locked():
         raise ConfigError("meters", "another save or test is running; try again in a moment")
     async with site.editing:
         paused = await loop.run_in_executor(None, _pause_reader, was)  # two openers would split the bytes
+        if paused is not None:
+            site.paused.add(paused)  # resumed at the web's shutdown too, should it end meanwhile
         try:
             log.info("testing meter %s on %s for up to %g s", meter.name, meter.port, PROBE_SECONDS)
             report = await loop.run_in_executor(None, run_probe, meter, PROBE_SECONDS)
         finally:
             if paused is not None:
-                await loop.run_in_executor(None, _resume_reader, paused)
+                await loop.run_in_executor(None, resume_reader, paused)
+                site.paused.discard(paused)
     result: dict[str, Any] = report.as_json()
     return result
 
@@ -191,10 +218,11 @@ def _pause_reader(meter: str | None) -> str | None:
         return name if Supervisor(rundir).pause(name) else None
     except MeterpipeError as exc:
         log.warning("testing meter %s while its reader runs: %s", meter, exc.message)
-        return None
+        return name  # it may have stopped before the error: start it again in any case
 
 
-def _resume_reader(name: str) -> None:
+def resume_reader(name: str) -> None:
+    """Start a reader paused for a meter test again (also from the web's shutdown)."""
     from meterpipe.deploy.control import Supervisor, runtime_dir_from_env
 
     rundir = runtime_dir_from_env()
@@ -248,9 +276,8 @@ async def section_page(request: Request) -> Response:
     try:
         new = forms.table_from_form(spec, text, table, spec.path)
         upload = form.get("ca_upload")
-        if key == "mqtt" and isinstance(upload, UploadFile) and upload.filename:
-            new["ca_file"] = await _save_ca(site, upload)
-        outcome = await save_and_apply(request, forms.with_table(view, spec.path, new))
+        uploads = [_ca_upload(upload[1])] if key == "mqtt" and isinstance(upload, tuple) and upload[0] else []
+        outcome = await save_and_apply(request, forms.with_table(view, spec.path, new), uploads)
     except ConfigError as exc:
         return await _section_form(request, key, spec, table, status=422, form=text, error=exc)
     _notice(request, [f"saved {spec.title}", *outcome.applied])
@@ -264,15 +291,16 @@ async def _section_form(request: Request, key: str, spec: TableSpec, table: dict
                          action=f"/settings/{key}", title=spec.title)
 
 
-async def _save_ca(site: Site, upload: UploadFile) -> str:
-    """An uploaded CA certificate goes to ``tls/mqtt-ca.pem`` beside the config."""
-    data = await upload.read(CA_MAX_BYTES + 1)
-    if len(data) > CA_MAX_BYTES or b"-----BEGIN CERTIFICATE-----" not in data:
-        raise ConfigError("publishers.mqtt.ca_file", "the upload is not a PEM certificate (or over 64 KiB)")
-    folder = config_path(site).parent / "tls"
-    folder.mkdir(mode=0o700, exist_ok=True)
-    target = folder / "mqtt-ca.pem"
-    tmp = target.with_suffix(".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(target)
-    return "tls/mqtt-ca.pem"
+def _ca_upload(data: bytes) -> Upload:
+    """An uploaded CA certificate, checked to be one (PEM that OpenSSL loads as trust anchors)."""
+    import ssl
+
+    field = "publishers.mqtt.ca_file"
+    if len(data) > CA_MAX_BYTES:
+        raise ConfigError(field, f"the upload is over {CA_MAX_BYTES // 1024} KiB: not a CA certificate")
+    try:
+        ssl.create_default_context(cadata=data.decode("ascii"))
+    except (UnicodeDecodeError, ValueError, ssl.SSLError) as exc:
+        raise ConfigError(field, "the upload is not a PEM certificate (-----BEGIN CERTIFICATE----- ...) "
+                          "that OpenSSL can load") from exc
+    return Upload("publishers.mqtt", "ca_file", "tls/mqtt-ca.pem", data)

@@ -5,31 +5,30 @@ One save at a time (``site.editing``). The file is validated and written by
 new config (:mod:`meterpipe.deploy.apply`) and carried out by the supervisord that runs
 us, over its unix socket, so only the programs the change concerns restart. A change of
 the web page itself ends this process after the answer is sent (exit code
-:data:`EXIT_RESTART`, which supervisord restarts). Every save is logged with the names
+:data:`~meterpipe.common.process.EXIT_RESTART`, which supervisord restarts). Every save is logged with the names
 of the settings that changed, never a secret's value.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
 
-from meterpipe.common.config import Config
+from meterpipe.common.config import Config, load_config
 from meterpipe.common.config_edit import public_view
-from meterpipe.common.config_file import plain, read_tables
+from meterpipe.common.config_file import Upload, plain, read_tables
 from meterpipe.common.errors import ConfigError, MeterpipeError
+from meterpipe.web.guard import client_address
 from meterpipe.web.site import Site, site_of
 
 log = logging.getLogger(__name__)
-
-EXIT_RESTART = 75  # not in supervisord's exitcodes: it starts the web page again at once
-
 
 @dataclass(slots=True)
 class Outcome:
@@ -53,15 +52,35 @@ async def current_view(site: Site) -> tuple[dict[str, Any], Config]:
     path = config_path(site)
     loop = asyncio.get_running_loop()
     _, doc = await loop.run_in_executor(None, read_tables, path)
-    assert site.config is not None
-    return public_view(plain(doc), site.config), site.config
+    try:  # fingerprints of what the file holds now, hand edits included
+        config = await loop.run_in_executor(None, load_config, path)
+    except ConfigError:  # a hand edit broke it: the page shows the loader's message on the next save
+        assert site.config is not None
+        config = site.config
+    return public_view(plain(doc), config), config
 
 
-def client(request: Request) -> str:
-    return request.client.host if request.client else "?"
+def can_listen(old: Config) -> Callable[[Config], None]:
+    """A check for :func:`~meterpipe.common.config_file.save`: a new ``[web] listen`` must be an
+    address this machine can listen on, or the page would restart into nothing (and stay away)."""
+    def check(new: Config) -> None:
+        host, port = new.web.host, new.web.port
+        if (host, port) == (old.web.host, old.web.port) or not new.web.enabled:
+            return
+        import socket
+
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                raise ConfigError("web.listen", f"cannot listen on {host}:{port} here: {exc.strerror or exc} "
+                                  "(taken, or not an address of this machine)") from exc
+    return check
 
 
-async def save_and_apply(request: Request, wanted: Mapping[str, Any]) -> Outcome:
+async def save_and_apply(request: Request, wanted: Mapping[str, Any], uploads: Sequence[Upload] = ()) -> Outcome:
     """Validate and write ``wanted``, then restart what it affects. Raises ConfigError (nothing
     written) for a config the processes would refuse."""
     from meterpipe.common.config_file import save
@@ -69,21 +88,24 @@ async def save_and_apply(request: Request, wanted: Mapping[str, Any]) -> Outcome
     site = site_of(request)
     async with site.editing:
         path = config_path(site)
-        old = site.config
+        old = site.applied or site.config  # what the processes run: a save that was not applied counts too
         assert old is not None
         loop = asyncio.get_running_loop()
-        new, edit = await loop.run_in_executor(None, save, path, wanted)
-        log.info("settings saved from %s: %s", client(request), "; ".join(edit.changed) or "no change")
+        new, edit = await loop.run_in_executor(
+            None, functools.partial(save, path, wanted, uploads=uploads, check=can_listen(old)))
+        log.info("settings saved from %s: %s", client_address(request), "; ".join(edit.changed) or "no change")
         site.config = new
         site.meters = tuple(m.name for m in new.meters)
         outcome = Outcome(changed=edit.changed)
-        await _apply(site, old, new, outcome)
+        if await _apply(site, old, new, outcome):
+            site.applied = new
         for line in outcome.applied:
             log.info("settings applied: %s", line)
         return outcome
 
 
-async def _apply(site: Site, old: Config, new: Config, outcome: Outcome) -> None:
+async def _apply(site: Site, old: Config, new: Config, outcome: Outcome) -> bool:
+    """Carry out the plan from ``old`` to ``new``; False when nothing could be applied."""
     from meterpipe.deploy.apply import plan
     from meterpipe.deploy.control import Supervisor, runtime_dir_from_env
     from meterpipe.deploy.programs import programs_conf
@@ -91,23 +113,24 @@ async def _apply(site: Site, old: Config, new: Config, outcome: Outcome) -> None
     steps = plan(old, new)
     if steps.empty():
         outcome.applied.append("nothing to restart")
-        return
+        return True
     rundir = runtime_dir_from_env()
     if rundir is None:
         outcome.applied.append("saved; not started by 'meterpipe run', so restart meterpipe to apply it")
-        return
+        return False
     loop = asyncio.get_running_loop()
     try:
         done = await loop.run_in_executor(None, Supervisor(rundir).apply, steps, programs_conf(new))
     except MeterpipeError as exc:
         outcome.applied.append(f"saved, but not applied: {exc.message}")
-        return
+        return False
     outcome.applied.extend(done)
     site.processes.forget()
     if steps.restart_web:
         outcome.restart_web = True
         site.exit_after_response = True
         outcome.applied.append("the web page restarts with its new settings now")
+    return True
 
 
 async def restart_if_asked(site: Site) -> None:

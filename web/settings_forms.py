@@ -37,8 +37,8 @@ def secret_state(state: object) -> str:
     if not isinstance(state, Mapping) or not state.get("set"):
         return "not set"
     where = {"file": "in a key file", "inline": "inline in meterpipe.toml", "environment": "from the environment"}
-    shown = f"set (fingerprint {state.get('fingerprint') or '?'}"
-    return shown + f", {where.get(str(state.get('source')), 'set')})"
+    shown = f"set (fingerprint {state['fingerprint']}, " if state.get("fingerprint") else "set ("
+    return shown + f"{where.get(str(state.get('source')), 'set')})"
 
 
 def shown_fields(spec: TableSpec, table: Mapping[str, Any], form: Mapping[str, str] | None = None,
@@ -86,8 +86,7 @@ def table_from_form(spec: TableSpec, form: Mapping[str, str], old: Mapping[str, 
                 table[f.name] = str(form[f.name])
             continue  # else the state object stays: the stored value is kept
         value = form_value(f, str(form.get(f.name, "")), path)
-        if value is None or (value == f.default and f.name not in old) or (f.kind == "bool" and not value
-                                                                            and f.name not in old):
+        if value is None or (value == f.default and f.name not in old):
             table.pop(f.name, None)
         else:
             table[f.name] = value

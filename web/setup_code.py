@@ -11,10 +11,11 @@ rate limit. There is no default password.
 from __future__ import annotations
 
 import hmac
-import os
 import secrets
 import time
 from pathlib import Path
+
+from meterpipe.common.files import write_atomic
 
 SETUP_SECONDS = 24 * 3600
 ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read off a screen and typed
@@ -31,11 +32,7 @@ def new_code(password_file: Path) -> str:
     code = "-".join("".join(secrets.choice(ALPHABET) for _ in range(GROUP_LETTERS)) for _ in range(GROUPS))
     path = code_path(password_file)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(code + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, code + "\n", 0o600)
     return code
 
 

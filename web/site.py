@@ -37,11 +37,13 @@ class Site:
     processes: ProcessStates = field(default_factory=ProcessStates)
     config_path: str = "FILE"  # shown in "meterpipe web set-password --config FILE"
     checks: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_CHECKS), repr=False)
-    config: Config | None = field(default=None, repr=False)  # the settings page's view of the file
+    config: Config | None = field(default=None, repr=False)  # the file as last loaded or saved here
+    applied: Config | None = field(default=None, repr=False)  # what the processes run, when it differs
     csrf_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
     editing: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)  # one save or probe at a time
     notices: dict[str, list[str]] = field(default_factory=dict, repr=False)  # session -> lines after a save
     exit_after_response: bool = False  # the web settings changed: restart once this answer is out
+    paused: set[str] = field(default_factory=set, repr=False)  # readers stopped for a meter test
 
     @property
     def zone(self) -> ZoneInfo:

@@ -345,6 +345,7 @@ TOP_ERRORS = [
     ('[[meters]]\nname = "' + "x" * 65 + '"\nport = "/dev/x"\n', "meters[0].name", "1-64"),
     ('[[meters]]\nname = "m"\n', "meters.m.port", "missing"),
     ('[[meters]]\nname = "m"\nport = ""\n', "meters.m.port", "empty"),
+    ('[[meters]]\nname = "m"\nport = "spy:///dev/ttyUSB0?file=/etc/x"\n', "meters.m.port", "not a meter port"),
     (METER + METER.replace("/dev/ttyUSB0", "/dev/other"), "meters[1].name", "duplicate meter name 'house'"),
     ('metres = 1\n' + METER, "metres", "did you mean meters?"),
     (METER + '[endpoint]\nframes = "ipc:///x"\n', "endpoint", "did you mean endpoints?"),

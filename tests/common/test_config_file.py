@@ -163,3 +163,74 @@ def test_a_removed_meter_takes_no_comment_of_its_neighbours(config_file: Path, g
     if gone == "house":
         assert '# the garage meter\n[[meters]]\nname = "garage"' in after
     assert [m.name for m in load_config(config_file).meters] == [n for n in ("house", "garage") if n != gone]
+
+
+def test_a_renamed_meters_key_file_is_never_reused_for_another(config_file: Path) -> None:
+    """house -> garage keeps its key (key = inline, then moved to keys/garage.key); a new meter
+    called house gets a file of its own, and garage still decrypts with its own key."""
+    view = view_of(config_file)
+    view["meters"][0].update(name="garage", was="house", key=NEW_KEY)
+    save(config_file, view)
+    view = view_of(config_file)
+    view["meters"].append({"name": "house", "port": "/dev/null", "key": KEY})
+    view["meters"][0].update(name="house2", was="garage")  # and the renamed one moves on
+    config, _ = save(config_file, view)
+    assert config.meter("house2").key == bytes.fromhex(NEW_KEY)
+    assert config.meter("house").key == bytes.fromhex(KEY)
+    view = view_of(config_file)
+    view["meters"].append({"name": "garage", "port": "/dev/null", "key": KEY})
+    config, _ = save(config_file, view)  # keys/garage.key is house2's: the new garage gets another
+    assert config.meter("house2").key == bytes.fromhex(NEW_KEY)
+    assert config.meter("garage").key == bytes.fromhex(KEY)
+    assert 'key_file = "keys/garage-2.key"' in config_file.read_text()
+
+
+def test_a_secret_source_cannot_be_pointed_elsewhere(config_file: Path) -> None:
+    """Over the page, a key or password is given as a value, never as a path: otherwise a session
+    could make the MQTT publisher send a meter key to a broker as its password."""
+    view = view_of(config_file)
+    view["publishers"]["mqtt"].update(enabled=True, username="u", password=None, password_file="keys/house.key")
+    with pytest.raises(ConfigError) as err:
+        save(config_file, view)
+    assert err.value.field == "publishers.mqtt.password_file"
+    view = view_of(config_file)
+    view["meters"][0]["key_env"] = "HOME"
+    with pytest.raises(ConfigError) as err:
+        save(config_file, view)
+    assert err.value.field == "meters.house.key_env"
+    assert config_file.read_text() == USER_FILE
+
+
+def test_a_stored_password_is_not_sent_to_a_new_broker(config_file: Path) -> None:
+    view = view_of(config_file)
+    view["publishers"]["mqtt"].update(username="u", password=PASSWORD)
+    save(config_file, view)
+    view = view_of(config_file)
+    view["publishers"]["mqtt"]["host"] = "192.0.2.7"
+    with pytest.raises(ConfigError) as err:
+        save(config_file, view)
+    assert err.value.field == "publishers.mqtt.password" and "enter its password again" in str(err.value)
+    view["publishers"]["mqtt"]["password"] = PASSWORD
+    config, _ = save(config_file, view)
+    assert config.publishers.mqtt.host == "192.0.2.7" and config.publishers.mqtt.password == PASSWORD
+
+
+def test_the_backup_keeps_no_secret_that_left_the_file(config_file: Path) -> None:
+    config_file.chmod(0o644)
+    view = view_of(config_file)
+    view["meters"][0]["key"] = NEW_KEY  # the inline key is replaced by a key file
+    save(config_file, view)
+    backup = config_file.with_name("meterpipe.toml.bak")
+    assert KEY not in backup.read_text() and "(removed by the settings page)" in backup.read_text()
+    assert stat.S_IMODE(backup.stat().st_mode) == 0o600
+    assert KEY not in config_file.read_text() and NEW_KEY not in config_file.read_text()
+
+
+def test_a_write_that_fails_is_a_clear_error_and_leaves_the_file(config_file: Path) -> None:
+    (config_file.parent / "keys").write_text("not a folder")  # so the key file cannot be written
+    view = view_of(config_file)
+    view["meters"][0]["key"] = NEW_KEY
+    with pytest.raises(ConfigError) as err:
+        save(config_file, view)
+    assert "cannot write beside the config file" in str(err.value) and NEW_KEY not in str(err.value)
+    assert config_file.read_text() == USER_FILE

@@ -22,7 +22,7 @@ from meterpipe.common.config import MeterConfig
 from meterpipe.common.schema import Frame, LinkLayer, ReadingsMessage, decode_readings, encode_frame
 from meterpipe.decoder.service import DecoderService, Reconfigured
 from meterpipe.simulator.meter import MeterSimulator
-from tests.support import MeterEntry, stop_process, write_config, write_secret
+from tests.support import MeterEntry, inproc_decoder_sockets, stop_process, write_config, write_secret
 
 KEY = bytes.fromhex("5a1f0c93d2e847b6a0c4e1f27b39d815")
 AUTH = bytes.fromhex("c3b9a07e41d25f68e9a0b7c1d4f3e226")
@@ -170,14 +170,7 @@ def test_a_longer_push_interval_moves_the_stale_warning() -> None:
 
 def test_the_loop_asks_for_new_meters_and_wakes_on_the_signal_descriptor() -> None:
     ctx = zmq.Context()
-    pull, pub, push, sub = (ctx.socket(t) for t in (zmq.PULL, zmq.PUB, zmq.PUSH, zmq.SUB))
-    for s in (pull, pub, push, sub):
-        s.setsockopt(zmq.LINGER, 0)
-    pull.bind("inproc://frames")
-    pub.bind("inproc://readings")
-    push.connect("inproc://frames")
-    sub.connect("inproc://readings")
-    sub.setsockopt(zmq.SUBSCRIBE, b"reading/")
+    pull, pub, push, sub = inproc_decoder_sockets(ctx, b"reading/")
     read, write = socket.socketpair()
     read.setblocking(False)
     svc = DecoderService([meter("house", model="am550")], pull, pub)

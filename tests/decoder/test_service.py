@@ -17,20 +17,14 @@ from meterpipe.common.schema import (
 )
 from meterpipe.decoder.service import DecoderService
 from tests.conftest import keys, needs_corpus, vector
+from tests.support import inproc_decoder_sockets
 
 pytestmark = needs_corpus
 
 
 def _run(meters: list[MeterConfig], frames: list[bytes]) -> list[tuple[bytes, Any]]:
     ctx = zmq.Context()
-    pull, pub, push, sub = (ctx.socket(t) for t in (zmq.PULL, zmq.PUB, zmq.PUSH, zmq.SUB))
-    for s in (pull, pub, push, sub):
-        s.setsockopt(zmq.LINGER, 0)
-    pull.bind("inproc://frames")
-    pub.bind("inproc://readings")
-    push.connect("inproc://frames")
-    sub.connect("inproc://readings")
-    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    pull, pub, push, sub = inproc_decoder_sockets(ctx, b"")
     clock = iter(range(10**18, 10**19, 10**9))
     service = DecoderService(meters, pull, pub, clock=lambda: next(clock), status_interval_ns=10**12)
     done = threading.Event()

@@ -59,6 +59,16 @@ def wait_for(what: str, probe: Any, timeout: float = 60) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def core_running(rundir: Path) -> dict[str, int]:
+    """The pids once decoder, csv, history and web are RUNNING (up for their startsecs)."""
+    def probe() -> dict[str, int] | None:
+        found = pids(rundir)
+        return found if {"decoder", "csv", "history", "web"} <= set(found) else None
+
+    found: dict[str, int] = wait_for("decoder, csv, history and web running", probe)
+    return found
+
+
 @pytest.fixture
 def fresh_install() -> Iterator[dict[str, Any]]:
     """``meterpipe run`` in an empty folder; a simulated E450 on a pty, not configured yet."""
@@ -93,11 +103,7 @@ def test_a_new_meter_from_the_browser_only(fresh_install: dict[str, Any]) -> Non
     text = fresh_install["log"].read_text()
     assert "wrote a starter config" in text
     code = re.search(r"setup code ([A-Z0-9]{4}-[A-Z0-9]{4}-[A-Z0-9]{4})", text).group(1)  # type: ignore[union-attr]
-    def core_running() -> dict[str, int] | None:
-        found = pids(rundir)
-        return found if {"decoder", "csv", "history", "web"} <= set(found) else None
-
-    before = wait_for("decoder, csv, history and web running", core_running)
+    before = core_running(rundir)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1100, "height": 900})
@@ -161,3 +167,37 @@ def test_a_new_meter_from_the_browser_only(fresh_install: dict[str, Any]) -> Non
     assert "# One table per meter" in toml and 'key_file = "keys/garage.key"' in toml and KEY not in toml
     log = fresh_install["log"].read_text()
     assert KEY not in log and WRONG not in log and PASSWORD not in log
+
+
+def test_a_web_change_restarts_the_web_page_only(fresh_install: dict[str, Any]) -> None:
+    """PATCH /api/config of the tariff: the answer arrives, then the web process restarts with
+    the new setting (exit 75, restarted by supervisord); the decoder and the publishers keep
+    their pids; sessions are in memory, so the owner signs in again."""
+    import httpx
+
+    base, rundir = fresh_install["base"], fresh_install["rundir"]
+    code = re.search(r"setup code (\S{4}-\S{4}-\S{4})", fresh_install["log"].read_text()).group(1)  # type: ignore[union-attr]
+    with httpx.Client(base_url=base, timeout=30) as client:
+        r = client.post("/setup", data={"code": code, "password": PASSWORD, "again": PASSWORD})
+        assert r.status_code in (200, 303) and "meterpipe_session" in client.cookies
+        csrf = client.get("/api/csrf").json()["csrf"]
+        before = core_running(rundir)
+        r = client.patch("/api/config", json={"web": {"tariff": {"currency": "CHF", "import_price": 0.3}}},
+                         headers={"X-CSRF-Token": csrf})
+        assert r.status_code == 200, r.text
+        answer = r.json()
+        assert answer["web_restarts"] and "web.tariff.currency" in answer["changed"]
+
+    def web_back() -> dict[str, int] | None:
+        found = pids(rundir)
+        return found if found.get("web") not in (None, before["web"]) else None
+
+    after = wait_for("the web page back with a new pid", web_back, 30)
+    wait_port(int(base.rsplit(":", 1)[1]), timeout=20)
+    assert {k: after.get(k) for k in before if k != "web"} == {k: v for k, v in before.items() if k != "web"}
+    with httpx.Client(base_url=base, timeout=30) as client:
+        assert client.get("/api/config").status_code == 401  # signed out by the restart
+        assert client.post("/api/login", json={"password": PASSWORD}).status_code == 200
+        assert client.get("/api/config").json()["config"]["web"]["tariff"]["currency"] == "CHF"
+    log = fresh_install["log"].read_text()
+    assert "restarting the web page for its new settings" in log and "exit status 75" in log

@@ -18,16 +18,12 @@ from meterpipe.common.config_file import write_starter
 from meterpipe.web.auth import hash_password
 from meterpipe.web.cli import write_password_file
 from tests.support import free_port
-from tests.web.conftest import web_process
+from tests.web.conftest import ca_pem, web_process
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (apt install chromium)")
 PASSWORD = "the owner's password"
 COMMENT = "# my own note about this file: keep me"
-CA = """-----BEGIN CERTIFICATE-----
-MIIBszCCAVmgAwIBAgIUZm9yLXRlc3RzLW9ubHktbm90LWEtcmVhbC1jYTAKBggqhkjOPQQDAjAP
------END CERTIFICATE-----
-"""
 
 
 def screenshots() -> Path:
@@ -60,6 +56,7 @@ def test_a_refused_value_is_shown_beside_its_field_and_nothing_is_written(site: 
     from playwright.sync_api import sync_playwright
 
     base, path = site["base"], site["path"]
+    ca = ca_pem()
     before = path.read_bytes()
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
@@ -97,13 +94,13 @@ def test_a_refused_value_is_shown_beside_its_field_and_nothing_is_written(site: 
             page.check("input[name=tls]")
             page.fill("#f-port", "8883")
             page.set_input_files("#f-ca", files=[{"name": "ca.pem", "mimeType": "application/x-pem-file",
-                                                  "buffer": CA.encode()}])
+                                                  "buffer": ca}])
             page.screenshot(path=str(screenshots() / "settings-form-mqtt.png"), full_page=True)
             page.click("#save")
             page.wait_for_url(base + "/settings")
             mqtt = load_config(path).publishers.mqtt
             assert mqtt.enabled and mqtt.tls and mqtt.port == 8883
-            assert mqtt.ca_file is not None and mqtt.ca_file.read_text() == CA
+            assert mqtt.ca_file is not None and mqtt.ca_file.read_bytes() == ca
 
             phone = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True)
             sign_in(phone, base, "/settings")

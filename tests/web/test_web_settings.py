@@ -18,6 +18,7 @@ import pytest
 from meterpipe.common.config import load_config
 from meterpipe.common.config_file import write_starter
 from meterpipe.web.setup_code import code_path, new_code
+from tests.web.conftest import ca_pem
 
 KEY = "8e3f1a0b2c4d6e8f90a1b2c3d4e5f607"
 AUTH = "17263544536271809faebdcc0b1a2938"
@@ -247,3 +248,66 @@ def test_switches_show_their_defaults_and_a_save_keeps_them(fresh: tuple[Path, R
     config = load_config(path)
     assert config.publishers.mqtt.enabled and config.publishers.mqtt.discovery
     assert "discovery" not in path.read_text()  # the default is not written out
+
+
+def test_unticking_a_switch_that_is_on_by_default_turns_it_off(fresh: tuple[Path, Recorder]) -> None:
+    path, client = fresh
+    csrf = sign_up(path, client)
+    r = client.post("/settings/mqtt", data={"csrf": csrf, "enabled": "on"}, follow_redirects=False)
+    assert r.status_code == 303
+    assert load_config(path).publishers.mqtt.discovery is False
+    r = client.post("/settings/csv", data={"csrf": csrf}, follow_redirects=False)
+    assert r.status_code == 303 and load_config(path).publishers.csv.enabled is False
+
+
+def test_a_ca_upload_is_checked_and_written_only_with_a_valid_save(fresh: tuple[Path, Recorder]) -> None:
+    path, client = fresh
+    csrf = sign_up(path, client)
+    form = {"csrf": csrf, "enabled": "on", "tls": "on", "port": "8883"}
+    fake = b"-----BEGIN CERTIFICATE-----\nnot really\n-----END CERTIFICATE-----\n"
+    r = client.post("/settings/mqtt", data=form, files={"ca_upload": ("ca.pem", fake)})
+    assert r.status_code == 422 and "not a PEM certificate" in r.text
+    r = client.post("/settings/mqtt", data={**form, "port": "0"}, files={"ca_upload": ("ca.pem", ca_pem())})
+    assert r.status_code == 422 and 'id="error-port"' in r.text
+    assert not (path.parent / "tls").exists() or not any((path.parent / "tls").iterdir())
+    first = ca_pem()
+    r = client.post("/settings/mqtt", data=form, files={"ca_upload": ("ca.pem", first)}, follow_redirects=False)
+    assert r.status_code == 303
+    mqtt = load_config(path).publishers.mqtt
+    assert mqtt.ca_file is not None and mqtt.ca_file.read_bytes() == first and mqtt.ca_file.name == "mqtt-ca.pem"
+    second = ca_pem()
+    client.post("/settings/mqtt", data=form, files={"ca_upload": ("ca.pem", second)}, follow_redirects=False)
+    mqtt2 = load_config(path).publishers.mqtt
+    assert mqtt2.ca_file != mqtt.ca_file and mqtt2.ca_file is not None and mqtt2.ca_file.read_bytes() == second
+    assert mqtt.ca_file.read_bytes() == first  # the old one stays as it was (the .bak points to it)
+
+
+def test_a_listen_address_that_cannot_be_bound_is_refused(fresh: tuple[Path, Recorder]) -> None:
+    path, client = fresh
+    csrf = sign_up(path, client)
+    before = path.read_bytes()
+    r = client.patch("/api/config", json={"web": {"listen": "192.0.2.1:8080"}}, headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 422 and r.json()["field"] == "web.listen" and "cannot listen" in r.json()["error"]
+    assert path.read_bytes() == before
+
+
+def test_a_meter_test_on_another_meters_port_is_refused(fresh: tuple[Path, Recorder]) -> None:
+    path, client = fresh
+    csrf = sign_up(path, client)
+    client.post("/settings/meters", data={"csrf": csrf, "name": "house", "port": "/dev/null", "action": "save"})
+    r = client.post("/settings/meters", data={"csrf": csrf, "name": "other", "port": "/dev/null", "action": "test"},
+                    headers={"Accept": "application/json"})
+    assert r.status_code == 422 and "port of meter house" in r.json()["error"]
+
+
+def test_a_secret_path_cannot_be_injected_over_the_api(fresh: tuple[Path, Recorder]) -> None:
+    path, client = fresh
+    csrf = sign_up(path, client)
+    h = {"X-CSRF-Token": csrf}
+    client.post("/settings/meters", data={"csrf": csrf, "name": "house", "port": "/dev/null", "key": KEY,
+                                          "action": "save"})
+    r = client.patch("/api/config", json={"publishers": {"mqtt": {"enabled": True, "host": "127.0.0.1",
+                                                                  "username": "u", "password_file": "keys/house.key"}}},
+                     headers=h)
+    assert r.status_code == 422 and r.json()["field"] == "publishers.mqtt.password_file"
+    assert load_config(path).publishers.mqtt.password is None
