@@ -106,6 +106,16 @@ def write_secret(path: Path, secret: bytes | str) -> Path:
     return path
 
 
+# --- browser tests --------------------------------------------------------------------
+
+
+def screenshots() -> Path:
+    """Where browser tests put their screenshots: $METERPIPE_SCREENSHOTS, else <tmp>/screenshots."""
+    path = Path(os.environ.get("METERPIPE_SCREENSHOTS") or Path(tempfile.gettempdir()) / "screenshots")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 # --- ZeroMQ ---------------------------------------------------------------------------
 
 

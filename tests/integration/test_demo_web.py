@@ -18,7 +18,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -29,7 +28,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import free_port, stop_process
+from tests.support import free_port, screenshots, stop_process
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
@@ -37,12 +36,6 @@ pytestmark = [
     pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (apt install chromium)"),
 ]
 CLI = [sys.executable, "-m", "meterpipe.deploy.cli"]
-
-
-def screenshots() -> Path:
-    path = Path(os.environ.get("METERPIPE_SCREENSHOTS") or Path(tempfile.gettempdir()) / "screenshots")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 class Demo:

@@ -14,7 +14,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 import pytest
 
 from meterpipe.deploy.supervise import supervisor_env, supervisord_conf
-from tests.support import cleanup, free_port, short_dir, stop_process, wait_port, write_secret
+from tests.support import cleanup, free_port, screenshots, short_dir, stop_process, wait_port, write_secret
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
@@ -34,12 +33,6 @@ CLI = [sys.executable, "-m", "meterpipe.deploy.cli"]
 KEY = "5a6b7c8d9e0f11223344556677889900"
 WRONG = "00998877665544332211f0e9d8c7b6a5"
 PASSWORD = "my own long password"
-
-
-def screenshots() -> Path:
-    path = Path(os.environ.get("METERPIPE_SCREENSHOTS") or Path(tempfile.gettempdir()) / "screenshots")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def pids(rundir: Path) -> dict[str, int]:

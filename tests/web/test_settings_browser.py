@@ -5,8 +5,6 @@ uploaded; the pages fit a phone. Screenshots: ``settings-form-*.png``."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,19 +15,13 @@ from meterpipe.common.config import load_config
 from meterpipe.common.config_file import write_starter
 from meterpipe.web.auth import hash_password
 from meterpipe.web.cli import write_password_file
-from tests.support import free_port
+from tests.support import free_port, screenshots
 from tests.web.conftest import ca_pem, web_process
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (apt install chromium)")
 PASSWORD = "the owner's password"
 COMMENT = "# my own note about this file: keep me"
-
-
-def screenshots() -> Path:
-    path = Path(os.environ.get("METERPIPE_SCREENSHOTS") or Path(tempfile.gettempdir()) / "screenshots")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 @pytest.fixture

@@ -5,10 +5,8 @@
 from __future__ import annotations
 
 import io
-import os
 import re
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +18,7 @@ import zmq
 
 from meterpipe.common.schema import Status, encode_readings, encode_status, reading_topic, status_topic
 from meterpipe.web import cli
-from tests.support import cleanup, free_port, short_dir
+from tests.support import cleanup, free_port, screenshots, short_dir
 from tests.web.conftest import History, Registers, make_push, readings_pub, web_process, write_config
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -34,12 +32,6 @@ PAGES = {"now": "/", "live": "/live", "history-day": "/history", "history-month"
          "history-tariff-only": "/history?meter=dsmr&view=day"}
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 900}
-
-
-def screenshots() -> Path:
-    path = Path(os.environ.get("METERPIPE_SCREENSHOTS") or Path(tempfile.gettempdir()) / "screenshots")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 @pytest.fixture(scope="module")
